@@ -1,0 +1,31 @@
+# ltm_d2: two commands do everything on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ltm_d2-setup
+TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
+DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml
+DEMO_OUTPUT ?= output/demo
+
+.PHONY: setup test demo clean-venv
+
+setup: $(STAMP)
+
+# Re-run only when the packaging files change; each step is itself idempotent.
+$(STAMP): setup.py tools/install_detectron2.sh Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "setuptools<81" wheel
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	bash tools/install_detectron2.sh $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip check
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) tools/demo.py --config-file $(DEMO_CONFIG) --output $(DEMO_OUTPUT)
+
+clean-venv:
+	rm -rf $(VENV)

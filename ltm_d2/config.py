@@ -1,0 +1,31 @@
+"""Config keys of the ltm_d2 project (SPEC §3)."""
+from detectron2.config import CfgNode as CN
+
+MATCHING_MODES = ("ltm", "freeanchor", "topk")
+
+
+def add_ltm_config(cfg):
+    """
+    Add the MODEL.LTM keys to a Detectron2 config. The defaults are those of the authors' LTM
+    code; `configs/COCO-Detection/freeanchor_*.yaml` sets the official FreeAnchor values.
+    """
+    cfg.MODEL.LTM = CN()
+    # How anchors are matched to objects:
+    #   "ltm":        positive (Eq. 10) and negative (Eq. 25) mean-max matching + focal background
+    #   "freeanchor": positive matching only, LTM(M+) = FreeAnchor (NeurIPS 2019)
+    #   "topk":       every anchor of a bag is a positive, RetinaNet's losses ("K anchors")
+    cfg.MODEL.LTM.MATCHING = "ltm"
+    # K: the number of anchors of highest IoU with an object that form its bag.
+    cfg.MODEL.LTM.BAG_SIZE = 40
+    # S > 0 keeps S anchors drawn at random from the K of each bag (paper Table 3); 0 keeps K.
+    cfg.MODEL.LTM.BAG_SAMPLE = 0
+    # beta of Eq. 4: weight of the regression loss inside the localisation likelihood.
+    cfg.MODEL.LTM.BBOX_REG_WEIGHT = 0.5
+    # Transition point of the smooth-L1 regression loss inside Eq. 4.
+    cfg.MODEL.LTM.SMOOTH_L1_BETA = 1.0 / 9.0
+    # t1 of FreeAnchor's background suppression ("freeanchor" mode only).
+    cfg.MODEL.LTM.IOU_THRESHOLD = 0.6
+    # Weight of the positive term against the background term ("freeanchor" mode only).
+    cfg.MODEL.LTM.FOCAL_LOSS_ALPHA = 0.5
+    # Exponent of the focal background term.
+    cfg.MODEL.LTM.FOCAL_LOSS_GAMMA = 2.0

@@ -1,0 +1,1 @@
+from .trainer import Trainer, create_ddp_model

@@ -1,0 +1,83 @@
+"""The project's trainer: Detectron2's DefaultTrainer, runnable on CPU workers too."""
+import logging
+import os
+import weakref
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.evaluation import COCOEvaluator
+from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..data.shapes import SPLITS, ensure_split
+
+
+def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
+    """
+    Wrap `model` in DistributedDataParallel when there are several workers. Unlike Detectron2's
+    helper of the same name, CPU workers (gloo) are supported: DDP refuses `device_ids` for a
+    module on the CPU, so they are only passed for a model on a GPU.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer that trains on CPU workers, evaluates with COCOEvaluator and generates the
+    bundled dataset on first use."""
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, with the CPU-capable create_ddp_model above.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """
+        Detectron2's optimizer, plus SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model": the L2 norm of
+        all gradients together is clipped to CLIP_VALUE (as the authors' code does; Detectron2
+        itself clips each parameter separately).
+        """
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        if not (clip.ENABLED and clip.CLIP_TYPE == "full_model"):
+            return super().build_optimizer(cfg, model)
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+        optimizer = super().build_optimizer(cfg, model)
+
+        def clip_global_norm(params):
+            torch.nn.utils.clip_grad_norm_(params, clip.CLIP_VALUE, clip.NORM_TYPE)
+
+        optimizer.__class__ = _generate_optimizer_class_with_gradient_clipping(
+            type(optimizer), global_clipper=clip_global_norm
+        )
+        return optimizer
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name):
+        if dataset_name in SPLITS:
+            ensure_split(dataset_name)  # COCOEvaluator reads the annotation file at once
+        return COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"))

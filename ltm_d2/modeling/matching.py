@@ -1,0 +1,224 @@
+"""
+The learning-to-match loss (paper §3.1–3.2, SPEC §3): the mean-max matching functions, the
+likelihoods they are applied to, the focal background term, and the assembly of the three.
+
+Every function here works on the whole batch at once. Anchors of the N images are flattened
+into M = N·J rows; a bag is a row of K indices into those M rows; B is the number of objects in
+the batch. The detectors (`LTM`, `LTMAF`) differ only in how they build bags and how they compute
+the localisation likelihood; they share everything in this module.
+"""
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from detectron2.utils import comm
+
+# 1 - phi is clamped here (as the authors' code does) so that 1 / (1 - phi) stays finite.
+ONE_MINUS_PHI_MIN = 1e-12
+# -log(x) is capped at 100 (x >= e^-100), the value binary cross-entropy caps it at.
+LOG_FLOOR = math.exp(-100.0)
+
+
+def mean_max(phi: Tensor) -> Tensor:
+    """
+    Positive matching function M+ (Eq. 10):
+    M+(phi) = sum_j phi_j / (1 - phi_j) / sum_j 1 / (1 - phi_j).
+
+    Close to the mean of the bag while all phi are small, close to their max once one phi -> 1.
+
+    Args:
+        phi: (..., K) likelihoods in [0, 1].
+    Returns:
+        (...) bag likelihoods.
+    """
+    weight = 1.0 / (1.0 - phi).clamp(min=ONE_MINUS_PHI_MIN)
+    return (weight * phi).sum(-1) / weight.sum(-1)
+
+
+def negative_mean_max(phi: Tensor) -> Tensor:
+    """
+    Negative matching function M- (Eq. 25 of the appendix; Eq. 11 as printed drops a factor
+    phi_j in the denominator): M-(phi) = sum_j phi_j/(1 - phi_j) / sum_j phi_j/(1 - phi_j)^2.
+
+    Equals 1 - phi for a one-anchor bag; a bag whose phi are all 0 gives 1 (no evidence of a
+    false localisation).
+
+    Args:
+        phi: (..., K) likelihoods in [0, 1].
+    Returns:
+        (...) probabilities that the bag does not falsely localise its object.
+    """
+    odds = phi / (1.0 - phi).clamp(min=ONE_MINUS_PHI_MIN)
+    numerator = odds.sum(-1)
+    denominator = (odds / (1.0 - phi).clamp(min=ONE_MINUS_PHI_MIN)).sum(-1)
+    has_evidence = denominator > 0
+    ratio = numerator / torch.where(has_evidence, denominator, torch.ones_like(denominator))
+    return torch.where(has_evidence, ratio, torch.ones_like(ratio))
+
+
+def neg_log(x: Tensor) -> Tensor:
+    """-log(x), capped at 100 like binary cross-entropy, with a zero gradient where capped."""
+    return -torch.log(x.clamp(min=LOG_FLOOR))
+
+
+def background_focal_loss(
+    logits: Tensor, gamma: float, suppression: Optional[Tensor] = None
+) -> Tensor:
+    """
+    Focal loss of anchors taken as background, without alpha: FL(x) = x^gamma * -log(1 - x),
+    x = p * (1 - S), p = sigmoid(logits). Computed from the logits so that it stays exact and
+    finite for saturated logits.
+
+    Args:
+        logits: (M, C) classification logits.
+        suppression: (M, C) S in [0, 1] (FreeAnchor's down-weighting of well-localised anchors,
+            no gradient); None means S = 0.
+    Returns:
+        (M, C) elementwise loss.
+    """
+    p = logits.sigmoid()
+    if suppression is None:
+        return p.pow(gamma) * F.softplus(logits)
+    # 1 - p (1 - S) = sigmoid(-z) + p S
+    x = p * (1.0 - suppression)
+    return x.pow(gamma) * neg_log(torch.sigmoid(-logits) + p * suppression)
+
+
+def freeanchor_suppression(
+    pred_iou: Tensor, gt_classes: Tensor, num_classes: int, iou_threshold: float
+) -> Tensor:
+    """
+    FreeAnchor's background suppression of one image, without gradient:
+    S_jc = max_{i: c_i = c} clamp((IoU(pred_j, b_i) - t1) / (t2_i - t1), 0, 1),
+    t2_i = max(max_j IoU(pred_j, b_i), t1 + 1e-12).
+
+    Args:
+        pred_iou: (I, J) IoU between the objects and the predicted boxes of all anchors.
+        gt_classes: (I,) object classes.
+    Returns:
+        (J, C) suppression S.
+    """
+    num_objects, num_anchors = pred_iou.shape
+    t1 = iou_threshold
+    if num_objects == 0:
+        return pred_iou.new_zeros(num_anchors, num_classes)
+    t2 = pred_iou.max(dim=1, keepdim=True).values.clamp(min=t1 + 1e-12)  # (I, 1)
+    quality = ((pred_iou - t1) / (t2 - t1)).clamp(min=0, max=1)  # (I, J)
+    index = gt_classes[:, None].expand(num_objects, num_anchors)
+    per_class = pred_iou.new_zeros(num_classes, num_anchors)
+    return per_class.scatter_reduce_(0, index, quality, "amax").t()
+
+
+def relative_localisation_quality(bag_iou: Tensor) -> Tensor:
+    """
+    IoU(pred_j, b_i) / max_{j' in A_i} IoU(pred_j', b_i), clamped to [0, 1]: 1 for the best
+    localised anchor of each bag.
+
+    Args:
+        bag_iou: (B, K) IoU between each object and the predicted boxes of its bag.
+    """
+    best = bag_iou.max(dim=1, keepdim=True).values.clamp(min=1e-12)
+    return (bag_iou / best).clamp(min=0, max=1)
+
+
+def average_over_workers(values: Tensor) -> Tensor:
+    """Sum over all workers divided by the world size (identity on one worker)."""
+    world_size = comm.get_world_size()
+    if world_size == 1:
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / world_size
+
+
+def _positive_likelihood(
+    logits: Tensor, bags: Tensor, bag_classes: Tensor, loc_likelihood: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """
+    Returns p_{j,c_i} (B, K) of every bag member and phi_ij = p_{j,c_i} * loc_likelihood_ij (Eq. 4).
+    """
+    p = logits[bags, bag_classes[:, None].expand_as(bags)].sigmoid()
+    return p, p * loc_likelihood
+
+
+def ltm_losses(
+    logits: Tensor,
+    bags: Tensor,
+    bag_classes: Tensor,
+    loc_likelihood: Tensor,
+    bag_iou: Tensor,
+    gamma: float,
+) -> Dict[str, Tensor]:
+    """
+    The LTM loss (Eq. 13 + Eq. 14): positive and negative bag matching normalised by the number of
+    objects, plus the focal loss of every (anchor, class) pair outside the bags of that class,
+    normalised by the number of distinct (anchor, class) pairs inside bags.
+
+    Args:
+        logits: (M, C) classification logits of all anchors of the batch.
+        bags: (B, K) indices into the M anchors.
+        bag_classes: (B,) class of each bag's object.
+        loc_likelihood: (B, K) localisation likelihood of each bag member (with gradient).
+        bag_iou: (B, K) IoU of each bag member's predicted box with its object (no gradient).
+    Returns:
+        dict with "loss_match_pos", "loss_match_neg", "loss_background".
+    """
+    num_classes = logits.shape[1]
+    p, phi = _positive_likelihood(logits, bags, bag_classes, loc_likelihood)
+
+    # Eq. 5: phi-_ij = p_{j,c_i} (1 - P_{j,c_i}), P the best relative quality of anchor j among the
+    # bags of class c_i that hold it.
+    keys = bags * num_classes + bag_classes[:, None]  # (B, K) index of (anchor, class) in M*C
+    pairs, pair_of_member = keys.unique(return_inverse=True)
+    quality = relative_localisation_quality(bag_iou)
+    best_quality = quality.new_zeros(len(pairs)).scatter_reduce_(
+        0, pair_of_member.flatten(), quality.flatten(), "amax"
+    )
+    phi_neg = p * (1.0 - best_quality[pair_of_member])
+
+    outside_bags = torch.ones(logits.numel(), dtype=torch.bool, device=logits.device)
+    outside_bags[pairs] = False
+    background = background_focal_loss(logits, gamma).flatten()[outside_bags].sum()
+
+    counts = torch.tensor([len(bags), len(pairs)], dtype=torch.float32, device=logits.device)
+    num_objects, num_pairs = average_over_workers(counts).clamp(min=1).tolist()
+    return {
+        "loss_match_pos": neg_log(mean_max(phi)).sum() / num_objects,
+        "loss_match_neg": neg_log(negative_mean_max(phi_neg)).sum() / num_objects,
+        "loss_background": background / num_pairs,
+    }
+
+
+def freeanchor_losses(
+    logits: Tensor,
+    bags: Tensor,
+    bag_classes: Tensor,
+    loc_likelihood: Tensor,
+    suppression: Tensor,
+    alpha: float,
+    gamma: float,
+    bag_size: int,
+) -> Dict[str, Tensor]:
+    """
+    The LTM(M+) = FreeAnchor loss: alpha * sum_i -log M+(phi_i) / |B| plus
+    (1 - alpha) * sum_{j,c} FL(p_jc (1 - S_jc)) / (|B| K).
+
+    Args:
+        logits, bags, bag_classes, loc_likelihood: as in :func:`ltm_losses`.
+        suppression: (M, C) S of :func:`freeanchor_suppression` for every anchor of the batch.
+        bag_size: K of the normaliser.
+    Returns:
+        dict with "loss_match_pos", "loss_background".
+    """
+    _, phi = _positive_likelihood(logits, bags, bag_classes, loc_likelihood)
+    counts = torch.tensor([len(bags)], dtype=torch.float32, device=logits.device)
+    num_objects = average_over_workers(counts).item()
+    background = background_focal_loss(logits, gamma, suppression).sum()
+    return {
+        "loss_match_pos": alpha * neg_log(mean_max(phi)).sum() / max(1.0, num_objects),
+        "loss_background": (1 - alpha) * background / max(1.0, num_objects * bag_size),
+    }

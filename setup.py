@@ -1,0 +1,18 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ltm_d2",
+    version="0.1.0",
+    description="Learning to Match Anchors for Visual Object Detection (LTM), a Detectron2 project",
+    packages=find_packages(include=["ltm_d2", "ltm_d2.*"]),
+    python_requires=">=3.8",
+    install_requires=[
+        "numpy<2",
+        "opencv-python<4.12",
+        "fvcore",
+        "iopath",
+        "pycocotools",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest"]},
+)

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""
+Train or evaluate an LTM detector, the Detectron2 way:
+
+    python train_net.py --config-file configs/COCO-Detection/ltm_R_50_FPN_1x.yaml --num-gpus 8
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+
+Without a GPU it runs on the CPU; `--num-gpus N` then starts N CPU workers (gloo).
+"""
+import logging
+import os
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+
+from ltm_d2 import add_ltm_config
+from ltm_d2.engine import Trainer
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_ltm_config(cfg)
+    cfg.merge_from_file(args.config_file, allow_unsafe=False)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    if cfg.MODEL.DEVICE == "cpu":
+        logging.getLogger("detectron2").info("No GPU available: running on the CPU.")
+        # Share the cores between the workers of this machine.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
