@@ -1,0 +1,157 @@
+"""
+The loss of `LTM(batched_inputs)` equals SPEC §3 computed plainly, object by object and anchor by
+anchor, in float64, from the same network outputs.
+"""
+import math
+
+import pytest
+import torch
+
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+from detectron2.structures import Boxes, pairwise_iou
+
+from conftest import build_tiny_model, make_input, random_boxes
+
+SIZE = (64, 96)
+
+
+def network_outputs(model, batched_inputs):
+    """(J, 4) anchors, (N, J, C) logits and (N, J, 4) deltas as the model computes them."""
+    images = model.preprocess_image(batched_inputs)
+    features = model.backbone(images.tensor)
+    features = [features[f] for f in model.head_in_features]
+    logits, deltas = model.head(features)
+    anchors = Boxes.cat(model.anchor_generator(features)).tensor.double()
+    logits = torch.cat([permute_to_N_HWA_K(x, model.num_classes) for x in logits], 1)
+    deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in deltas], 1)
+    return anchors, logits.double(), deltas.double()
+
+
+def iou(a, b):
+    w = (torch.min(a[2], b[2]) - torch.max(a[0], b[0])).clamp(min=0)
+    h = (torch.min(a[3], b[3]) - torch.max(a[1], b[1])).clamp(min=0)
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def encode(anchor, box, weights):
+    wx, wy, ww, wh = weights
+    aw, ah = anchor[2] - anchor[0], anchor[3] - anchor[1]
+    ax, ay = anchor[0] + aw / 2, anchor[1] + ah / 2
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    bx, by = box[0] + bw / 2, box[1] + bh / 2
+    return torch.stack([wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * torch.log(bw / aw), wh * torch.log(bh / ah)])
+
+
+def decode(anchor, delta, weights):
+    wx, wy, ww, wh = weights
+    aw, ah = anchor[2] - anchor[0], anchor[3] - anchor[1]
+    ax, ay = anchor[0] + aw / 2, anchor[1] + ah / 2
+    clamp = math.log(1000.0 / 16)
+    cx, cy = ax + delta[0] / wx * aw, ay + delta[1] / wy * ah
+    w = aw * torch.exp((delta[2] / ww).clamp(max=clamp))
+    h = ah * torch.exp((delta[3] / wh).clamp(max=clamp))
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def smooth_l1(x, beta):
+    x = x.abs()
+    return torch.where(x < beta, 0.5 * x**2 / beta, x - 0.5 * beta).sum()
+
+
+def reference_loss(model, batched_inputs):
+    """SPEC §3, written out object by object."""
+    anchors, logits, deltas = network_outputs(model, batched_inputs)
+    weights = model.box2box_transform.weights
+    num_images, num_anchors, num_classes = logits.shape
+    p = logits.sigmoid()
+    beta, l1_beta, gamma = model.bbox_reg_weight, model.match_smooth_l1_beta, model.match_gamma
+    bag_size = min(model.bag_size, num_anchors)
+
+    objects = []  # (image, class, box, bag)
+    for n, x in enumerate(batched_inputs):
+        gt = x["instances"]
+        # The K anchors of highest IoU. Anchors of exactly equal IoU are common (e.g. all anchors of
+        # one size that contain the box), so ties at the K-th place are broken as the authors' code
+        # breaks them: by torch.topk on the IoU matrix. tests/test_bags.py checks the set property.
+        bags = pairwise_iou(gt.gt_boxes, Boxes(anchors.float())).topk(bag_size, dim=1).indices
+        for box, c, bag in zip(gt.gt_boxes.tensor.double(), gt.gt_classes.tolist(), bags.tolist()):
+            objects.append((n, c, box, bag))
+
+    positive = 0.0
+    for n, c, box, bag in objects:
+        phi = torch.stack(
+            [p[n, j, c] * torch.exp(-beta * smooth_l1(deltas[n, j] - encode(anchors[j], box, weights), l1_beta)) for j in bag]
+        )
+        positive = positive - torch.log((phi / (1 - phi)).sum() / (1 / (1 - phi)).sum())  # Eq. 10
+
+    num_objects = max(1, len(objects))
+    if model.matching == "freeanchor":
+        t1, alpha = model.iou_threshold, model.match_alpha
+        suppression = torch.zeros_like(p)
+        for n, c, box, _ in objects:
+            pred_iou = torch.stack([iou(decode(anchors[j], deltas[n, j], weights), box) for j in range(num_anchors)])
+            t2 = max(pred_iou.max().item(), t1 + 1e-12)
+            s = ((pred_iou - t1) / (t2 - t1)).clamp(0, 1)
+            suppression[n, :, c] = torch.max(suppression[n, :, c], s)
+        x = p * (1 - suppression)
+        background = (x**gamma * -torch.log(1 - x)).sum()
+        return alpha * positive / num_objects + (1 - alpha) * background / max(1, num_objects * model.bag_size)
+
+    # "ltm": P_{j,c} is the best relative localisation quality of anchor j among bags of class c.
+    best = {}
+    for n, c, box, bag in objects:
+        q = torch.stack([iou(decode(anchors[j], deltas[n, j], weights), box) for j in bag])
+        q = (q / q.max()).clamp(0, 1)
+        for j, qj in zip(bag, q.tolist()):
+            best[(n, j, c)] = max(best.get((n, j, c), 0.0), qj)
+    negative = 0.0
+    for n, c, box, bag in objects:
+        phi = torch.stack([p[n, j, c] * (1 - best[(n, j, c)]) for j in bag])
+        m = (phi / (1 - phi)).sum() / (phi / (1 - phi) ** 2).sum()  # Eq. 25
+        negative = negative - torch.log(m)
+    outside = torch.ones_like(p, dtype=torch.bool)
+    for n, j, c in best:
+        outside[n, j, c] = False
+    background = (p**gamma * -torch.log(1 - p))[outside].sum()
+    return (positive + negative) / num_objects + background / max(1, len(best))
+
+
+def batch(seed):
+    boxes = [random_boxes(5, SIZE, seed), random_boxes(3, SIZE, seed + 1)]
+    classes = [torch.tensor([0, 1, 1, 2, 0]), torch.tensor([1, 1, 5])]
+    return [make_input(b, c, SIZE, seed=seed + k) for k, (b, c) in enumerate(zip(boxes, classes))]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ltm_loss_equals_the_per_object_definition(storage, seed):
+    model = build_tiny_model(seed=seed)
+    inputs = batch(seed)
+    losses = model(inputs)
+    assert set(losses) == {"loss_match_pos", "loss_match_neg", "loss_background"}
+    expected = reference_loss(model, inputs)
+    torch.testing.assert_close(sum(losses.values()).double(), expected, rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_freeanchor_loss_equals_the_per_object_definition(storage, seed):
+    model = build_tiny_model(
+        "MODEL.LTM.MATCHING", "freeanchor", "MODEL.LTM.BAG_SIZE", 50,
+        "MODEL.LTM.BBOX_REG_WEIGHT", 0.75, "MODEL.LTM.SMOOTH_L1_BETA", 0.11, seed=seed,
+    )
+    inputs = batch(seed)
+    losses = model(inputs)
+    assert set(losses) == {"loss_match_pos", "loss_background"}
+    expected = reference_loss(model, inputs)
+    torch.testing.assert_close(sum(losses.values()).double(), expected, rtol=2e-6, atol=0)
+
+
+def test_ltm_loss_with_trained_like_outputs_equals_the_definition(storage):
+    """Confident, well-localised predictions (phi near 1) exercise the max end of mean-max."""
+    model = build_tiny_model()
+    with torch.no_grad():
+        model.head.cls_score.bias.fill_(3.0)
+    inputs = batch(7)
+    losses = model(inputs)
+    torch.testing.assert_close(sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0)
