@@ -1,0 +1,38 @@
+"""Inference is RetinaNet's: an LTM checkpoint in a plain RetinaNet gives identical detections."""
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import RetinaNet, build_model
+
+from conftest import build_tiny_model, make_input, random_boxes, tiny_cfg
+
+
+def test_ltm_checkpoint_loaded_into_retinanet_gives_identical_detections(tmp_path):
+    ltm = build_tiny_model(seed=3)
+    with torch.no_grad():  # move away from the initialisation so that there are detections
+        for p in ltm.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        ltm.head.cls_score.bias.fill_(-1.0)
+    DetectionCheckpointer(ltm, save_dir=str(tmp_path)).save("ltm")
+
+    retinanet = build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "RetinaNet"))
+    assert type(retinanet) is RetinaNet
+    DetectionCheckpointer(retinanet).load(str(tmp_path / "ltm.pth"))
+
+    ltm.eval()
+    retinanet.eval()
+    images = [make_input(random_boxes(3, (96, 128), s), [0, 1, 2], (96, 128), seed=s) for s in range(2)]
+    with torch.no_grad():
+        ours, theirs = ltm(images), retinanet(images)
+    assert sum(len(r["instances"]) for r in ours) > 0
+    for a, b in zip(ours, theirs):
+        a, b = a["instances"], b["instances"]
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        assert torch.equal(a.scores, b.scores)
+        assert torch.equal(a.pred_classes, b.pred_classes)
+
+
+def test_ltm_adds_no_parameters_to_retinanet():
+    ltm = build_tiny_model()
+    retinanet = build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "RetinaNet"))
+    assert ltm.state_dict().keys() == retinanet.state_dict().keys()

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""
+Draw a trained model's detections beside the ground truth on images of a registered dataset,
+with Detectron2's Visualizer; one JPEG per image.
+
+    python tools/draw_detections.py --config-file configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml \
+        --weights output/demo/model_final.pth --output output/demo/pictures
+"""
+import argparse
+import os
+import sys
+
+import cv2
+import numpy as np
+import torch
+
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.visualizer import Visualizer
+
+from ltm_d2 import add_ltm_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="the config the model was trained with")
+    parser.add_argument("--weights", required=True, help="checkpoint to load (.pth)")
+    parser.add_argument("--output", required=True, help="folder for the pictures")
+    parser.add_argument("--dataset", help="registered dataset (default: the config's first test set)")
+    parser.add_argument("--num-images", type=int, default=6)
+    parser.add_argument("--confidence-threshold", type=float, default=0.4)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isfile(args.weights):
+        sys.exit(f"error: checkpoint {args.weights} does not exist (train first, or pass --weights)")
+    cfg = get_cfg()
+    add_ltm_config(cfg)
+    cfg.merge_from_file(args.config_file, allow_unsafe=False)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.WEIGHTS = args.weights
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    metadata = MetadataCatalog.get(dataset)
+    predictor = DefaultPredictor(cfg)
+    os.makedirs(args.output, exist_ok=True)
+    records = DatasetCatalog.get(dataset)[: args.num_images]
+    for k, record in enumerate(records, 1):
+        image = cv2.imread(record["file_name"])
+        instances = predictor(image)["instances"].to("cpu")
+        instances = instances[instances.scores >= args.confidence_threshold]
+        rgb = image[:, :, ::-1]
+        truth = Visualizer(rgb, metadata).draw_dataset_dict(record).get_image()
+        found = Visualizer(rgb, metadata).draw_instance_predictions(instances).get_image()
+        gap = np.full((truth.shape[0], 4, 3), 255, dtype=np.uint8)
+        path = os.path.join(args.output, os.path.basename(record["file_name"]))
+        cv2.imwrite(path, np.hstack([truth, gap, found])[:, :, ::-1])
+        print(f"[{k}/{len(records)}] {path}: {len(instances)} detections (left: ground truth, right: detections)")
+    print(f"Pictures written to {os.path.abspath(args.output)}")
+
+
+if __name__ == "__main__":
+    main()
