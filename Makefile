@@ -11,11 +11,12 @@ DEMO_OUTPUT ?= output/demo
 
 setup: $(STAMP)
 
-# Re-run only when the packaging files change; each step is itself idempotent.
+# Re-run only when the packaging files change; each step is itself idempotent. A torch and a
+# Detectron2 that the environment can already import (say, built from source with CUDA) are kept.
 $(STAMP): setup.py tools/install_detectron2.sh Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "setuptools<81" wheel
-	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
 	bash tools/install_detectron2.sh $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip check
@@ -24,8 +25,11 @@ $(STAMP): setup.py tools/install_detectron2.sh Makefile
 test: setup
 	$(PY) -m pytest -q tests
 
+# Train on the bundled dataset, evaluate on its val split (AP table), draw detections.
 demo: setup
-	$(PY) tools/demo.py --config-file $(DEMO_CONFIG) --output $(DEMO_OUTPUT)
+	$(PY) train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUTPUT)
+	$(PY) tools/draw_detections.py --config-file $(DEMO_CONFIG) \
+		--weights $(DEMO_OUTPUT)/model_final.pth --output $(DEMO_OUTPUT)/pictures
 
 clean-venv:
 	rm -rf $(VENV)

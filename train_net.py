@@ -16,6 +16,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ltm_d2 import add_ltm_config
 from ltm_d2.engine import Trainer
@@ -30,6 +31,7 @@ def setup(args):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ltm_d2")
     if cfg.MODEL.DEVICE == "cpu":
         logging.getLogger("detectron2").info("No GPU available: running on the CPU.")
         # Share the cores between the workers of this machine.

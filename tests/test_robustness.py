@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from detectron2.structures import Boxes
+
 from conftest import build_tiny_model, make_input, random_boxes
 
 MODES = ["ltm", "freeanchor", "topk"]
@@ -43,8 +45,6 @@ def test_logits_anywhere_in_minus_50_to_50_with_wild_deltas(storage, mode):
     images = model.preprocess_image(inputs)
     features = model.backbone(images.tensor)
     anchors = model.anchor_generator([features[f] for f in model.head_in_features])
-    from detectron2.structures import Boxes
-
     anchors = Boxes.cat(anchors)
     g = torch.Generator().manual_seed(0)
     logits = (torch.rand(2, len(anchors), 6, generator=g) * 100 - 50).requires_grad_(True)

@@ -221,6 +221,8 @@ def _write_split(name: str, split: ShapesSplit, folder: str) -> None:
     os.makedirs(os.path.join(folder, "images"))
     images, annotations = [], []
     for image_id in range(1, split.num_images + 1):
+        if image_id % 500 == 0:
+            logger.info(f"{name}: {image_id}/{split.num_images} images")
         image, objects = render_image(rng, split)
         file_name = f"{image_id:06d}.jpg"
         cv2.imwrite(os.path.join(folder, "images", file_name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])

@@ -200,6 +200,6 @@ class LTM(RetinaNet):
                 positive = best_iou >= 0
                 labels[positive] = gt.gt_classes[best_object[positive]]
                 boxes = gt.gt_boxes.tensor[best_object]
-            gt_labels.append(labels.long())
+            gt_labels.append(labels)
             matched_gt_boxes.append(boxes)
         return gt_labels, matched_gt_boxes
