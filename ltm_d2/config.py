@@ -29,3 +29,6 @@ def add_ltm_config(cfg):
     cfg.MODEL.LTM.FOCAL_LOSS_ALPHA = 0.5
     # Exponent of the focal background term.
     cfg.MODEL.LTM.FOCAL_LOSS_GAMMA = 2.0
+    # LTM-AF: points of any level are bag candidates inside this central fraction of the box
+    # (points of the finest level always are).
+    cfg.MODEL.LTM.POINT_CENTRAL_REGION = 0.8

@@ -36,3 +36,22 @@ def test_ltm_adds_no_parameters_to_retinanet():
     ltm = build_tiny_model()
     retinanet = build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "RetinaNet"))
     assert ltm.state_dict().keys() == retinanet.state_dict().keys()
+
+
+def test_ltm_af_is_retinanet_with_one_point_per_location_and_detects():
+    model = build_tiny_model("MODEL.META_ARCHITECTURE", "LTMAF", seed=2)
+    retinanet = build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "RetinaNet"))
+    assert model.state_dict().keys() == retinanet.state_dict().keys(), "no centerness, nothing new"
+    assert model.head.cls_score.out_channels == model.num_classes
+    assert model.head.bbox_pred.out_channels == 4
+    with torch.no_grad():
+        model.head.cls_score.bias.fill_(-1.0)
+    model.eval()
+    image = make_input(random_boxes(2, (96, 128), 0), [0, 1], (96, 128))
+    with torch.no_grad():
+        (result,) = model([image])
+    instances = result["instances"]
+    assert len(instances) > 0
+    boxes = instances.pred_boxes.tensor
+    assert (boxes[:, 2:] >= boxes[:, :2]).all()
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 128).all()

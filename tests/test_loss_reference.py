@@ -10,6 +10,8 @@ import torch
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Boxes, pairwise_iou
 
+from ltm_d2 import LTMAF
+
 from conftest import build_tiny_model, make_input, random_boxes
 
 SIZE = (64, 96)
@@ -55,6 +57,22 @@ def decode(anchor, delta, weights):
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
 
 
+def decode_point(anchor, delta):
+    """LTM-AF: a point's box from its ReLU'd, stride-normalised distances l, t, r, b."""
+    stride = anchor[2] - anchor[0]
+    cx, cy = (anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2
+    l, t, r, b = (delta.clamp(min=0) * stride).tolist()
+    return torch.tensor([cx - l, cy - t, cx + r, cy + b], dtype=torch.float64)
+
+
+def giou(a, b):
+    hull = (torch.max(a[2], b[2]) - torch.min(a[0], b[0])) * (torch.max(a[3], b[3]) - torch.min(a[1], b[1]))
+    w = (torch.min(a[2], b[2]) - torch.max(a[0], b[0])).clamp(min=0)
+    h = (torch.min(a[3], b[3]) - torch.max(a[1], b[1])).clamp(min=0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union - (hull - union) / hull
+
+
 def smooth_l1(x, beta):
     x = x.abs()
     return torch.where(x < beta, 0.5 * x**2 / beta, x - 0.5 * beta).sum()
@@ -63,7 +81,16 @@ def smooth_l1(x, beta):
 def reference_loss(model, batched_inputs):
     """SPEC §3, written out object by object."""
     anchors, logits, deltas = network_outputs(model, batched_inputs)
-    weights = model.box2box_transform.weights
+    anchor_free = isinstance(model, LTMAF)
+    weights = None if anchor_free else model.box2box_transform.weights
+
+    def predicted_box(j, delta):
+        return decode_point(anchors[j], delta) if anchor_free else decode(anchors[j], delta, weights)
+
+    def localisation(n, j, box):  # Eq. 4's exp(-beta * l_reg); GIoU for LTM-AF (§3.3)
+        if anchor_free:
+            return torch.exp(-beta * (1 - giou(predicted_box(j, deltas[n, j]), box)))
+        return torch.exp(-beta * smooth_l1(deltas[n, j] - encode(anchors[j], box, weights), l1_beta))
     num_images, num_anchors, num_classes = logits.shape
     p = logits.sigmoid()
     beta, l1_beta, gamma = model.bbox_reg_weight, model.match_smooth_l1_beta, model.match_gamma
@@ -75,15 +102,17 @@ def reference_loss(model, batched_inputs):
         # The K anchors of highest IoU. Anchors of exactly equal IoU are common (e.g. all anchors of
         # one size that contain the box), so ties at the K-th place are broken as the authors' code
         # breaks them: by torch.topk on the IoU matrix. tests/test_bags.py checks the set property.
-        bags = pairwise_iou(gt.gt_boxes, Boxes(anchors.float())).topk(bag_size, dim=1).indices
+        # LTM-AF's point bags are checked on their own in tests/test_point_bags.py.
+        if anchor_free:
+            bags = model.build_bags(Boxes(anchors.float()), gt)[0]
+        else:
+            bags = pairwise_iou(gt.gt_boxes, Boxes(anchors.float())).topk(bag_size, dim=1).indices
         for box, c, bag in zip(gt.gt_boxes.tensor.double(), gt.gt_classes.tolist(), bags.tolist()):
             objects.append((n, c, box, bag))
 
     positive = 0.0
     for n, c, box, bag in objects:
-        phi = torch.stack(
-            [p[n, j, c] * torch.exp(-beta * smooth_l1(deltas[n, j] - encode(anchors[j], box, weights), l1_beta)) for j in bag]
-        )
+        phi = torch.stack([p[n, j, c] * localisation(n, j, box) for j in bag])
         positive = positive - torch.log((phi / (1 - phi)).sum() / (1 / (1 - phi)).sum())  # Eq. 10
 
     num_objects = max(1, len(objects))
@@ -91,7 +120,7 @@ def reference_loss(model, batched_inputs):
         t1, alpha = model.iou_threshold, model.match_alpha
         suppression = torch.zeros_like(p)
         for n, c, box, _ in objects:
-            pred_iou = torch.stack([iou(decode(anchors[j], deltas[n, j], weights), box) for j in range(num_anchors)])
+            pred_iou = torch.stack([iou(predicted_box(j, deltas[n, j]), box) for j in range(num_anchors)])
             t2 = max(pred_iou.max().item(), t1 + 1e-12)
             s = ((pred_iou - t1) / (t2 - t1)).clamp(0, 1)
             suppression[n, :, c] = torch.max(suppression[n, :, c], s)
@@ -102,7 +131,7 @@ def reference_loss(model, batched_inputs):
     # "ltm": P_{j,c} is the best relative localisation quality of anchor j among bags of class c.
     best = {}
     for n, c, box, bag in objects:
-        q = torch.stack([iou(decode(anchors[j], deltas[n, j], weights), box) for j in bag])
+        q = torch.stack([iou(predicted_box(j, deltas[n, j]), box) for j in bag])
         q = (q / q.max()).clamp(0, 1)
         for j, qj in zip(bag, q.tolist()):
             best[(n, j, c)] = max(best.get((n, j, c), 0.0), qj)
@@ -154,4 +183,18 @@ def test_ltm_loss_with_trained_like_outputs_equals_the_definition(storage):
         model.head.cls_score.bias.fill_(3.0)
     inputs = batch(7)
     losses = model(inputs)
+    torch.testing.assert_close(sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0)
+
+
+AF = ("MODEL.META_ARCHITECTURE", "LTMAF", "MODEL.LTM.BBOX_REG_WEIGHT", 5.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ltm_af_loss_equals_the_per_object_definition(storage, seed):
+    model = build_tiny_model(*AF, seed=seed)
+    with torch.no_grad():  # spread the predicted distances so that the GIoU varies
+        model.head.bbox_pred.bias.copy_(torch.tensor([1.0, 0.5, 2.0, 1.5]))
+    inputs = batch(seed)
+    losses = model(inputs)
+    assert set(losses) == {"loss_match_pos", "loss_match_neg", "loss_background"}
     torch.testing.assert_close(sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0)

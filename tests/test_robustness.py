@@ -6,7 +6,14 @@ from detectron2.structures import Boxes
 
 from conftest import build_tiny_model, make_input, random_boxes
 
-MODES = ["ltm", "freeanchor", "topk"]
+VARIANTS = {
+    "ltm": ("MODEL.LTM.MATCHING", "ltm"),
+    "freeanchor": ("MODEL.LTM.MATCHING", "freeanchor"),
+    "topk": ("MODEL.LTM.MATCHING", "topk"),
+    "ltm_af": ("MODEL.META_ARCHITECTURE", "LTMAF", "MODEL.LTM.BBOX_REG_WEIGHT", 5.5),
+}
+MODES = list(VARIANTS)
+MATCHING_MODES = ["ltm", "freeanchor", "ltm_af"]
 SIZE = (64, 64)
 
 
@@ -31,16 +38,16 @@ def no_objects(seed=0):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("logit", [-50.0, 50.0])
 def test_saturated_logits(storage, mode, logit):
-    model = build_tiny_model("MODEL.LTM.MATCHING", mode)
+    model = build_tiny_model(*VARIANTS[mode])
     with torch.no_grad():
         model.head.cls_score.weight.zero_()
         model.head.cls_score.bias.fill_(logit)
     assert_finite_loss_and_gradients(model, [some_objects(0), some_objects(1)])
 
 
-@pytest.mark.parametrize("mode", ["ltm", "freeanchor"])
+@pytest.mark.parametrize("mode", MATCHING_MODES)
 def test_logits_anywhere_in_minus_50_to_50_with_wild_deltas(storage, mode):
-    model = build_tiny_model("MODEL.LTM.MATCHING", mode)
+    model = build_tiny_model(*VARIANTS[mode])
     inputs = [some_objects(0), some_objects(1, n=7)]
     images = model.preprocess_image(inputs)
     features = model.backbone(images.tensor)
@@ -58,37 +65,37 @@ def test_logits_anywhere_in_minus_50_to_50_with_wild_deltas(storage, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_an_image_without_objects_beside_one_with_objects(storage, mode):
-    model = build_tiny_model("MODEL.LTM.MATCHING", mode)
+    model = build_tiny_model(*VARIANTS[mode])
     assert_finite_loss_and_gradients(model, [no_objects(0), some_objects(1)])
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_batch_without_any_object(storage, mode):
-    model = build_tiny_model("MODEL.LTM.MATCHING", mode)
+    model = build_tiny_model(*VARIANTS[mode])
     assert_finite_loss_and_gradients(model, [no_objects(0), no_objects(1)])
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_fewer_anchors_than_the_bag_size(storage, mode):
-    model = build_tiny_model("MODEL.LTM.MATCHING", mode, "MODEL.LTM.BAG_SIZE", 100000)
+    model = build_tiny_model(*VARIANTS[mode], "MODEL.LTM.BAG_SIZE", 100000)
     assert_finite_loss_and_gradients(model, [some_objects(0), some_objects(1)])
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_boxes_on_and_past_the_image_border(storage, mode):
     boxes = [[-20.0, -10.0, 30.0, 40.0], [0.0, 0.0, 64.0, 64.0], [50.0, 50.0, 200.0, 90.0], [63.0, 0.0, 64.0, 12.0]]
-    model = build_tiny_model("MODEL.LTM.MATCHING", mode)
+    model = build_tiny_model(*VARIANTS[mode])
     assert_finite_loss_and_gradients(model, [make_input(boxes, [0, 1, 2, 3], SIZE)])
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_more_than_500_objects_in_an_image(storage, mode):
-    model = build_tiny_model("MODEL.LTM.MATCHING", mode)
+    model = build_tiny_model(*VARIANTS[mode])
     crowd = make_input(random_boxes(600, (128, 128), seed=3, min_size=2.0), torch.arange(600) % 6, (128, 128))
     assert_finite_loss_and_gradients(model, [crowd])
 
 
-@pytest.mark.parametrize("mode", ["ltm", "freeanchor"])
+@pytest.mark.parametrize("mode", MATCHING_MODES)
 def test_bag_sample_trains_with_finite_losses(storage, mode):
-    model = build_tiny_model("MODEL.LTM.MATCHING", mode, "MODEL.LTM.BAG_SAMPLE", 8)
+    model = build_tiny_model(*VARIANTS[mode], "MODEL.LTM.BAG_SAMPLE", 8)
     assert_finite_loss_and_gradients(model, [some_objects(0), some_objects(1)])

@@ -1,3 +1,4 @@
-from .bags import anchor_bags, sample_bags
+from .bags import anchor_bags, point_bags, sample_bags
 from .ltm import LTM
+from .ltm_af import LTMAF
 from .matching import mean_max, negative_mean_max

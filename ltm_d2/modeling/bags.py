@@ -42,3 +42,36 @@ def anchor_bags(
     k = min(bag_size, len(anchors))
     bags = iou.topk(k, dim=1).indices  # (I, k)
     return sample_bags(bags, bag_sample), iou
+
+
+def point_bags(
+    points: Boxes, gt_boxes: Boxes, bag_size: int, central_region: float = 0.8, bag_sample: int = 0
+) -> Tuple[Tensor, Tensor]:
+    """
+    Build the point bag of every object (paper §3.3, Fig. 4): the `bag_size` candidate points of
+    smallest normalised distance max(|x_i - x_j| / w_i, |y_i - y_j| / h_i) / s_j, where s_j is the
+    stride of point j's level; this puts about the same number of points of every level in a bag.
+    Candidates are the points inside the central `central_region` of the box, on any level, and
+    every point of the finest level, so that objects smaller than a stride keep points.
+    `bag_sample` subsamples the bags as in :func:`anchor_bags`.
+
+    Args:
+        points: J points of one image, each a box of its level's stride centred on the point
+            (Detectron2's FCOS anchors).
+        gt_boxes: I ground-truth boxes.
+    Returns:
+        bags: (I, K') int64 indices into `points`, K' = min(bag_size, number of finest points).
+        distance: (I, J) normalised distances, inf for non-candidates.
+    """
+    centres = points.get_centers()  # (J, 2)
+    strides = points.tensor[:, 2] - points.tensor[:, 0]  # (J,)
+    gt_centres = gt_boxes.get_centers()  # (I, 2)
+    gt_sizes = (gt_boxes.tensor[:, 2:] - gt_boxes.tensor[:, :2]).clamp(min=1e-6)  # (I, 2) w, h
+    offsets = (centres[None] - gt_centres[:, None]).abs()  # (I, J, 2)
+    distance = (offsets / gt_sizes[:, None]).max(dim=2).values / strides  # (I, J)
+    central = (2 * offsets <= central_region * gt_sizes[:, None]).all(dim=2)  # (I, J)
+    finest = strides == strides.min()  # (J,)
+    distance = distance.masked_fill(~(central | finest), float("inf"))
+    k = min(bag_size, int(finest.sum()))
+    bags = distance.topk(k, dim=1, largest=False).indices
+    return sample_bags(bags, bag_sample), distance
