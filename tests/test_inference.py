@@ -55,3 +55,13 @@ def test_ltm_af_is_retinanet_with_one_point_per_location_and_detects():
     boxes = instances.pred_boxes.tensor
     assert (boxes[:, 2:] >= boxes[:, :2]).all()
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 128).all()
+
+
+def test_ltm_af_points_start_with_boxes_outside_the_relu_dead_zone():
+    model = build_tiny_model("MODEL.META_ARCHITECTURE", "LTMAF")
+    image = make_input(random_boxes(1, (128, 128), 0), [0], (128, 128))
+    with torch.no_grad():
+        images = model.preprocess_image([image])
+        features = model.backbone(images.tensor)
+        _, deltas = model.head([features[f] for f in model.head_in_features])
+    assert all((d > 0).all() for d in deltas)

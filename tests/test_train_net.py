@@ -4,15 +4,17 @@ import os
 import subprocess
 import sys
 
+import cv2
+
 from conftest import REPO, TINY_CONFIG
 
 
-def run(*args, timeout=600):
+def run(*args, script="train_net.py", expect_success=True, timeout=600):
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", TINY_CONFIG, *args],
+        [sys.executable, os.path.join(REPO, script), "--config-file", TINY_CONFIG, *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (result.returncode == 0) == expect_success, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 
 
@@ -25,6 +27,21 @@ def test_train_checkpoint_then_eval_only_round_trip(tmp_path):
     assert "Evaluation results for bbox" in log
     results = json.load(open(tmp_path / "eval" / "inference" / "coco_instances_results.json"))
     assert isinstance(results, list)
+
+    pictures = tmp_path / "pictures"
+    log = run("--weights", os.path.join(out, "model_final.pth"), "--output", str(pictures),
+              "--num-images", "2", "--confidence-threshold", "0.0", script="tools/draw_detections.py")
+    drawn = sorted(pictures.iterdir())
+    assert len(drawn) == 2 and f"Pictures written to {pictures}" in log
+    image = cv2.imread(str(drawn[0]))
+    assert image is not None and image.shape[1] > 2 * image.shape[0]  # truth | detections
+    assert image.std() > 0
+
+
+def test_drawing_without_a_checkpoint_fails_with_a_clear_message(tmp_path):
+    log = run("--weights", str(tmp_path / "missing.pth"), "--output", str(tmp_path),
+              script="tools/draw_detections.py", expect_success=False)
+    assert "missing.pth does not exist" in log
 
 
 def test_two_cpu_workers_train(tmp_path):

@@ -29,7 +29,7 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="folder for the pictures")
     parser.add_argument("--dataset", help="registered dataset (default: the config's first test set)")
     parser.add_argument("--num-images", type=int, default=6)
-    parser.add_argument("--confidence-threshold", type=float, default=0.4)
+    parser.add_argument("--confidence-threshold", type=float, default=0.5)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
     return parser.parse_args(argv)
 
@@ -56,8 +56,9 @@ def main(argv=None):
         instances = predictor(image)["instances"].to("cpu")
         instances = instances[instances.scores >= args.confidence_threshold]
         rgb = image[:, :, ::-1]
-        truth = Visualizer(rgb, metadata).draw_dataset_dict(record).get_image()
-        found = Visualizer(rgb, metadata).draw_instance_predictions(instances).get_image()
+        scale = max(1.0, 512 / max(rgb.shape[:2]))  # small images are drawn enlarged, for legibility
+        truth = Visualizer(rgb, metadata, scale=scale).draw_dataset_dict(record).get_image()
+        found = Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(instances).get_image()
         gap = np.full((truth.shape[0], 4, 3), 255, dtype=np.uint8)
         path = os.path.join(args.output, os.path.basename(record["file_name"]))
         cv2.imwrite(path, np.hstack([truth, gap, found])[:, :, ::-1])

@@ -134,46 +134,51 @@ class LTM(RetinaNet):
             the loss dict of :func:`ltm_losses` or :func:`freeanchor_losses`.
         """
         num_images, num_anchors, _ = logits.shape
-        bags, classes, loc_likelihood, extra = [], [], [], []
+        # quality: "ltm": (I, K) IoU of each bag member's predicted box with its object;
+        # "freeanchor": (J, C) background suppression. Neither carries a gradient.
+        bags, classes, loc_likelihood, quality = [], [], [], []
         for n, gt in enumerate(gt_instances):
             bags_n, _ = self.build_bags(anchors, gt)
             loc_likelihood.append(
                 self.localisation_likelihood(anchors, deltas[n], bags_n, gt.gt_boxes)
             )
             with torch.no_grad():
-                pred_boxes = self.box2box_transform.apply_deltas(deltas[n], anchors.tensor)
                 if self.matching == "ltm":
-                    extra.append(self._bag_iou(pred_boxes, bags_n, gt.gt_boxes))
+                    quality.append(self._bag_iou(anchors, deltas[n], bags_n, gt.gt_boxes))
                 else:
-                    iou = pairwise_iou(gt.gt_boxes, Boxes(pred_boxes))
-                    extra.append(
+                    pred_boxes = self.box2box_transform.apply_deltas(deltas[n], anchors.tensor)
+                    iou = pairwise_iou(gt.gt_boxes, Boxes(pred_boxes))  # (I, J)
+                    quality.append(
                         freeanchor_suppression(
                             iou, gt.gt_classes, self.num_classes, self.iou_threshold
                         )
                     )
             bags.append(bags_n + n * num_anchors)
             classes.append(gt.gt_classes)
-        bags, classes, loc_likelihood = cat(bags), cat(classes), cat(loc_likelihood)
+        bags, classes = cat(bags), cat(classes)
+        loc_likelihood, quality = cat(loc_likelihood), cat(quality)
         logits = logits.reshape(num_images * num_anchors, self.num_classes)
         if self.matching == "ltm":
-            return ltm_losses(logits, bags, classes, loc_likelihood, cat(extra), self.match_gamma)
+            return ltm_losses(logits, bags, classes, loc_likelihood, quality, self.match_gamma)
         return freeanchor_losses(
             logits,
             bags,
             classes,
             loc_likelihood,
-            cat(extra),
+            quality,
             self.match_alpha,
             self.match_gamma,
             self.bag_size,
         )
 
-    @staticmethod
-    def _bag_iou(pred_boxes: Tensor, bags: Tensor, gt_boxes: Boxes) -> Tensor:
-        """(I, K) IoU of each bag member's predicted box (from (J, 4) `pred_boxes`) with its object."""
+    def _bag_iou(self, anchors: Boxes, deltas: Tensor, bags: Tensor, gt_boxes: Boxes) -> Tensor:
+        """(I, K) IoU of each bag member's predicted box (decoded from (J, 4) `deltas`) with its object."""
         num_objects, bag_size = bags.shape
+        pred_boxes = self.box2box_transform.apply_deltas(
+            deltas[bags].reshape(-1, 4), anchors.tensor[bags].reshape(-1, 4)
+        )
         iou = matched_pairwise_iou(
-            Boxes(pred_boxes[bags].reshape(-1, 4)),
+            Boxes(pred_boxes),
             Boxes(gt_boxes.tensor[:, None].expand(num_objects, bag_size, 4).reshape(-1, 4)),
         )
         return iou.view(num_objects, bag_size)
