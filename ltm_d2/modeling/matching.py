@@ -52,9 +52,10 @@ def negative_mean_max(phi: Tensor) -> Tensor:
     Returns:
         (...) probabilities that the bag does not falsely localise its object.
     """
-    odds = phi / (1.0 - phi).clamp(min=ONE_MINUS_PHI_MIN)
+    one_minus_phi = (1.0 - phi).clamp(min=ONE_MINUS_PHI_MIN)
+    odds = phi / one_minus_phi
     numerator = odds.sum(-1)
-    denominator = (odds / (1.0 - phi).clamp(min=ONE_MINUS_PHI_MIN)).sum(-1)
+    denominator = (odds / one_minus_phi).sum(-1)
     has_evidence = denominator > 0
     ratio = numerator / torch.where(has_evidence, denominator, torch.ones_like(denominator))
     return torch.where(has_evidence, ratio, torch.ones_like(ratio))
