@@ -1,0 +1,44 @@
+"""The trainer's additions to DefaultTrainer."""
+import pytest
+import torch
+
+from ltm_d2.engine import Trainer, create_ddp_model
+
+from conftest import build_tiny_model, tiny_cfg
+
+
+def fill_gradients(model, value):
+    for p in model.parameters():
+        p.grad = torch.full_like(p, value)
+
+
+def total_norm(model):
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
+
+
+def test_full_model_clipping_bounds_the_norm_of_all_gradients_together():
+    cfg = tiny_cfg("SOLVER.CLIP_GRADIENTS.ENABLED", True, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
+                   "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 10.0, "SOLVER.BASE_LR", 0.0)
+    model = build_tiny_model()
+    optimizer = Trainer.build_optimizer(cfg, model)
+    fill_gradients(model, 1.0)
+    optimizer.step()
+    assert total_norm(model) == pytest.approx(10.0, rel=1e-3)
+    # Every gradient is scaled by the same factor: their directions are kept.
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert torch.allclose(grads, grads[0].expand_as(grads))
+
+
+def test_gradients_below_the_clip_value_are_left_alone():
+    cfg = tiny_cfg("SOLVER.CLIP_GRADIENTS.ENABLED", True, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
+                   "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 1e9, "SOLVER.BASE_LR", 0.0)
+    model = build_tiny_model()
+    optimizer = Trainer.build_optimizer(cfg, model)
+    fill_gradients(model, 1.0)
+    optimizer.step()
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
+
+
+def test_a_single_worker_model_is_not_wrapped():
+    model = build_tiny_model()
+    assert create_ddp_model(model) is model
