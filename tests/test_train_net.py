@@ -44,6 +44,17 @@ def test_drawing_without_a_checkpoint_fails_with_a_clear_message(tmp_path):
     assert "missing.pth does not exist" in log
 
 
+def test_ltm_af_trains_then_evaluates_from_its_checkpoint(tmp_path):
+    af = ("MODEL.META_ARCHITECTURE", "LTMAF", "MODEL.LTM.BBOX_REG_WEIGHT", "5.5")
+    out = str(tmp_path / "af")
+    log = run("OUTPUT_DIR", out, *af)
+    assert "Evaluation results for bbox" in log
+    log = run("--eval-only", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
+              "OUTPUT_DIR", str(tmp_path / "af_eval"), *af)
+    assert "Evaluation results for bbox" in log
+    assert "LTMAF" in open(os.path.join(out, "config.yaml")).read()
+
+
 def test_two_cpu_workers_train(tmp_path):
     out = str(tmp_path / "ddp")
     run("--num-gpus", "2", "--dist-url", "auto", "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0")
