@@ -13,22 +13,16 @@ import os
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ltm_d2 import add_ltm_config
+from ltm_d2 import load_config
 from ltm_d2.engine import Trainer
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_ltm_config(cfg)
-    cfg.merge_from_file(args.config_file, allow_unsafe=False)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ltm_d2")

@@ -1,5 +1,10 @@
-"""Config keys of the ltm_d2 project (SPEC §3)."""
+"""Config keys of the ltm_d2 project (SPEC §3), and loading a config file with them."""
+from typing import Sequence
+
+import torch
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 MATCHING_MODES = ("ltm", "freeanchor", "topk")
 
@@ -32,3 +37,18 @@ def add_ltm_config(cfg):
     # LTM-AF: points of any level are bag candidates inside this central fraction of the box
     # (points of the finest level always are).
     cfg.MODEL.LTM.POINT_CENTRAL_REGION = 0.8
+
+
+def load_config(config_file: str, opts: Sequence = ()) -> CN:
+    """
+    Detectron2's default config with the MODEL.LTM keys, `config_file` merged with safe YAML only
+    (a Python tag is refused), then the KEY VALUE overrides `opts`. A config asking for CUDA on a
+    machine without a GPU runs on the CPU.
+    """
+    cfg = get_cfg()
+    add_ltm_config(cfg)
+    cfg.merge_from_file(config_file, allow_unsafe=False)
+    cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg

@@ -3,11 +3,10 @@ import os
 import pytest
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from ltm_d2 import add_ltm_config
+from ltm_d2 import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_tiny.yaml")
@@ -15,11 +14,7 @@ TINY_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_ti
 
 def tiny_cfg(*opts):
     """The tiny shapes config on the CPU, with KEY VALUE overrides."""
-    cfg = get_cfg()
-    add_ltm_config(cfg)
-    cfg.merge_from_file(TINY_CONFIG, allow_unsafe=False)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
-    return cfg
+    return load_config(TINY_CONFIG, ["MODEL.DEVICE", "cpu", *opts])
 
 
 def build_tiny_model(*opts, seed=0):

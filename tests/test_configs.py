@@ -4,9 +4,7 @@ import os
 
 import pytest
 
-from detectron2.config import get_cfg
-
-from ltm_d2 import add_ltm_config
+from ltm_d2 import load_config
 
 from conftest import REPO
 
@@ -14,10 +12,7 @@ CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recurs
 
 
 def load(path):
-    cfg = get_cfg()
-    add_ltm_config(cfg)
-    cfg.merge_from_file(path, allow_unsafe=False)
-    return cfg
+    return load_config(path)
 
 
 def test_there_are_configs():
@@ -57,3 +52,11 @@ def test_retinanet_baseline_has_the_inputs_and_schedule_of_ltm():
         assert base[key] == ltm[key]
     assert (base.SOLVER.STEPS, base.SOLVER.MAX_ITER, base.SOLVER.IMS_PER_BATCH) == (
         ltm.SOLVER.STEPS, ltm.SOLVER.MAX_ITER, ltm.SOLVER.IMS_PER_BATCH)
+
+
+def test_a_config_with_a_python_tag_is_refused(tmp_path):
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text('_BASE_: "%s"\nMODEL:\n  LTM:\n    BAG_SIZE: !!python/object/apply:eval ["40"]\n'
+                      % os.path.join(REPO, "configs", "Base-LTM.yaml"))
+    with pytest.raises(Exception, match="python/object/apply:eval"):
+        load(str(unsafe))

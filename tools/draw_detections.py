@@ -12,14 +12,12 @@ import sys
 
 import cv2
 import numpy as np
-import torch
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 
-from ltm_d2 import add_ltm_config
+from ltm_d2 import load_config
 
 
 def parse_args(argv=None):
@@ -38,13 +36,7 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.path.isfile(args.weights):
         sys.exit(f"error: checkpoint {args.weights} does not exist (train first, or pass --weights)")
-    cfg = get_cfg()
-    add_ltm_config(cfg)
-    cfg.merge_from_file(args.config_file, allow_unsafe=False)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.WEIGHTS = args.weights
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(args.config_file, [*args.opts, "MODEL.WEIGHTS", args.weights])
     cfg.freeze()
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     metadata = MetadataCatalog.get(dataset)
