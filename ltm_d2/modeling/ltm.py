@@ -16,6 +16,12 @@ from .bags import anchor_bags
 from .matching import freeanchor_losses, freeanchor_suppression, ltm_losses
 
 
+def member_targets(gt_boxes: Boxes, bags: Tensor) -> Tensor:
+    """(I*K, 4) the box of its object for every member of the (I, K) bags."""
+    num_objects, bag_size = bags.shape
+    return gt_boxes.tensor[:, None].expand(num_objects, bag_size, 4).reshape(-1, 4)
+
+
 @META_ARCH_REGISTRY.register()
 class LTM(RetinaNet):
     """
@@ -113,11 +119,9 @@ class LTM(RetinaNet):
         Returns:
             (I, K) likelihoods, differentiable in `deltas`.
         """
-        num_objects, bag_size = bags.shape
         targets = self.box2box_transform.get_deltas(
-            anchors.tensor[bags].reshape(-1, 4),
-            gt_boxes.tensor[:, None].expand(num_objects, bag_size, 4).reshape(-1, 4),
-        ).view(num_objects, bag_size, 4)
+            anchors.tensor[bags].reshape(-1, 4), member_targets(gt_boxes, bags)
+        ).view(*bags.shape, 4)
         reg_loss = smooth_l1_loss(
             deltas[bags], targets, self.match_smooth_l1_beta, reduction="none"
         ).sum(-1)
@@ -171,17 +175,18 @@ class LTM(RetinaNet):
             self.bag_size,
         )
 
-    def _bag_iou(self, anchors: Boxes, deltas: Tensor, bags: Tensor, gt_boxes: Boxes) -> Tensor:
-        """(I, K) IoU of each bag member's predicted box (decoded from (J, 4) `deltas`) with its object."""
-        num_objects, bag_size = bags.shape
-        pred_boxes = self.box2box_transform.apply_deltas(
+    def member_boxes(self, anchors: Boxes, deltas: Tensor, bags: Tensor) -> Tensor:
+        """(I*K, 4) boxes predicted by the bag members, decoded from the (J, 4) `deltas`."""
+        return self.box2box_transform.apply_deltas(
             deltas[bags].reshape(-1, 4), anchors.tensor[bags].reshape(-1, 4)
         )
+
+    def _bag_iou(self, anchors: Boxes, deltas: Tensor, bags: Tensor, gt_boxes: Boxes) -> Tensor:
+        """(I, K) IoU of each bag member's predicted box with its object."""
         iou = matched_pairwise_iou(
-            Boxes(pred_boxes),
-            Boxes(gt_boxes.tensor[:, None].expand(num_objects, bag_size, 4).reshape(-1, 4)),
+            Boxes(self.member_boxes(anchors, deltas, bags)), Boxes(member_targets(gt_boxes, bags))
         )
-        return iou.view(num_objects, bag_size)
+        return iou.view(bags.shape)
 
     @torch.no_grad()
     def label_anchors(self, anchors, gt_instances):

@@ -11,7 +11,7 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances
 
 from .bags import point_bags
-from .ltm import LTM
+from .ltm import LTM, member_targets
 
 
 @META_ARCH_REGISTRY.register()
@@ -77,10 +77,6 @@ class LTMAF(LTM):
         Returns:
             (I, K) likelihoods, differentiable in `deltas`.
         """
-        num_objects, bag_size = bags.shape
-        pred_boxes = self.box2box_transform.apply_deltas(
-            deltas[bags].reshape(-1, 4), anchors.tensor[bags].reshape(-1, 4)
-        )
-        targets = gt_boxes.tensor[:, None].expand(num_objects, bag_size, 4).reshape(-1, 4)
-        loss = giou_loss(pred_boxes, targets, reduction="none")  # 1 - GIoU
-        return torch.exp(-self.bbox_reg_weight * loss).view(num_objects, bag_size)
+        pred_boxes = self.member_boxes(anchors, deltas, bags)
+        loss = giou_loss(pred_boxes, member_targets(gt_boxes, bags), reduction="none")  # 1 - GIoU
+        return torch.exp(-self.bbox_reg_weight * loss).view(bags.shape)
