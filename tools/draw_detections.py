@@ -18,6 +18,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 
 from ltm_d2 import load_config
+from ltm_d2.checkpoint import SafeCheckpointer
 
 
 def parse_args(argv=None):
@@ -36,11 +37,12 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.path.isfile(args.weights):
         sys.exit(f"error: checkpoint {args.weights} does not exist (train first, or pass --weights)")
-    cfg = load_config(args.config_file, [*args.opts, "MODEL.WEIGHTS", args.weights])
+    cfg = load_config(args.config_file, [*args.opts, "MODEL.WEIGHTS", ""])
     cfg.freeze()
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     metadata = MetadataCatalog.get(dataset)
     predictor = DefaultPredictor(cfg)
+    SafeCheckpointer(predictor.model).load(args.weights)  # refuses a file that would run code
     os.makedirs(args.output, exist_ok=True)
     records = DatasetCatalog.get(dataset)[: args.num_images]
     for k, record in enumerate(records, 1):

@@ -6,14 +6,15 @@ import weakref
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import SafeCheckpointer
 from ..data.shapes import SPLITS, ensure_split
+from .resume import RandomStateHook, build_resumable_train_loader
 
 
 def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -29,8 +30,9 @@ def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer that trains on CPU workers, evaluates with COCOEvaluator and generates the
-    bundled dataset on first use."""
+    """DefaultTrainer that trains on CPU workers, evaluates with COCOEvaluator, generates the
+    bundled dataset on first use, writes checkpoints atomically, reads them without running code,
+    and resumes with the data order and random state of the interrupted run (engine/resume.py)."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__, with the CPU-capable create_ddp_model above.
@@ -45,13 +47,23 @@ class Trainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
+        self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        """DefaultTrainer's, then the data stream continues after the images already trained on."""
+        super().resume_or_load(resume=resume)
+        self.data_loader.skip(self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
+
+    def build_hooks(self):
+        return super().build_hooks() + [RandomStateHook()]
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_resumable_train_loader(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
