@@ -12,16 +12,20 @@ from typing import Any, BinaryIO
 import torch
 
 # The globals a model-zoo .pkl refers to: numpy arrays and scalars (numpy 1.x and 2.x module
-# names) and OrderedDict. Everything else in such a file is a plain pickle opcode.
+# names; _frombuffer for pickle protocol 5), OrderedDict, and _codecs.encode, with which pickle
+# protocol 2 writes bytes. Everything else in such a file is a plain pickle opcode.
 ALLOWED_PICKLE_GLOBALS = frozenset(
     [
+        ("_codecs", "encode"),
         ("collections", "OrderedDict"),
         ("numpy", "dtype"),
         ("numpy", "ndarray"),
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
     ]
 )
 
