@@ -1,24 +1,36 @@
-"""Two CPU workers with one image each give the gradient of one process with both images."""
+"""
+CPU workers (gloo) training together: the gradient of W workers equals that of one process on the
+union of their batches (the all-reduced normalisation), with 2 and 3 workers and with a worker
+whose images have no objects; an exception in one worker ends the run with its traceback.
+"""
 import os
+import subprocess
+import sys
+import textwrap
 
+import pytest
 import torch
 
 from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
-from conftest import build_tiny_model, make_input, random_boxes
+from conftest import REPO, build_tiny_model, make_input, random_boxes
 
 SIZE = (64, 64)
 
 
-def inputs():
-    # Different object counts per image, so that a per-worker normaliser would give a different
-    # gradient than the all-reduced one.
-    return [
-        make_input(random_boxes(1, SIZE, 0), [2], SIZE, seed=0),
-        make_input(random_boxes(6, SIZE, 1), [0, 1, 2, 3, 4, 5], SIZE, seed=1),
-    ]
+def image(num_objects, seed):
+    return make_input(random_boxes(num_objects, SIZE, seed), torch.arange(num_objects) % 6, SIZE, seed=seed)
+
+
+# The images of each worker. Different object counts per worker, so that a per-worker
+# normaliser would give a different gradient than the all-reduced one.
+LAYOUTS = {
+    "2 workers": lambda: [[image(1, 0)], [image(6, 1)]],
+    "2 workers, one without objects": lambda: [[image(3, 0)], [image(0, 1)]],
+    "3 workers, one without objects": lambda: [[image(1, 0), image(4, 3)], [image(0, 1), image(0, 4)], [image(6, 2), image(2, 5)]],
+}
 
 
 def gradients(mode, batched_inputs):
@@ -27,29 +39,59 @@ def gradients(mode, batched_inputs):
     model = create_ddp_model(build_tiny_model("MODEL.LTM.MATCHING", mode))
     with EventStorage(0):
         sum(model(batched_inputs).values()).backward()
-    return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    return {k.removeprefix("module."): p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
-def worker(mode, out_dir):
+def worker(mode, layout, out_dir):
     torch.set_num_threads(1)
-    rank = comm.get_rank()
-    grads = gradients(mode, [inputs()[rank]])
-    if rank == 0:
-        torch.save({k.removeprefix("module."): v for k, v in grads.items()}, os.path.join(out_dir, "ddp.pth"))
+    grads = gradients(mode, LAYOUTS[layout]()[comm.get_rank()])
+    if comm.is_main_process():
+        torch.save(grads, os.path.join(out_dir, "ddp.pth"))
 
 
-def check_mode(mode, tmp_path):
-    launch(worker, 2, dist_url="auto", args=(mode, str(tmp_path)))
-    distributed = torch.load(tmp_path / "ddp.pth")
-    single = gradients(mode, inputs())
+def check(mode, layout, tmp_path):
+    batches = LAYOUTS[layout]()
+    launch(worker, len(batches), dist_url="auto", args=(mode, layout, str(tmp_path)))
+    distributed = torch.load(tmp_path / "ddp.pth", weights_only=True)
+    single = gradients(mode, [x for batch in batches for x in batch])
     assert distributed.keys() == single.keys()
     for k in single:
         torch.testing.assert_close(distributed[k], single[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
-def test_ltm_gradient_is_independent_of_the_number_of_workers(tmp_path):
-    check_mode("ltm", tmp_path)
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_ltm_gradient_is_independent_of_the_number_of_workers(tmp_path, layout):
+    check("ltm", layout, tmp_path)
 
 
-def test_freeanchor_gradient_is_independent_of_the_number_of_workers(tmp_path):
-    check_mode("freeanchor", tmp_path)
+@pytest.mark.parametrize("layout", ["2 workers", "3 workers, one without objects"])
+def test_freeanchor_gradient_is_independent_of_the_number_of_workers(tmp_path, layout):
+    check("freeanchor", layout, tmp_path)
+
+
+def fail_in_worker_1():
+    """Worker 1 raises while worker 0 waits for it in a collective, as in a training step."""
+    if comm.get_rank() == 1:
+        raise ValueError("worker 1 found something wrong")
+    torch.distributed.all_reduce(torch.ones(1))
+
+
+FAILING_RUN = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from detectron2.engine import launch
+    from test_distributed import fail_in_worker_1
+    launch(fail_in_worker_1, 2, dist_url="auto")
+    """
+)
+
+
+def test_an_exception_in_one_worker_ends_the_run_with_its_traceback():
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING_RUN, os.path.join(REPO, "tests")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "ValueError: worker 1 found something wrong" in result.stderr
+    assert 'in fail_in_worker_1\n    raise ValueError("worker 1 found something wrong")' in result.stderr
