@@ -1,8 +1,11 @@
 """Checkpoint files (.pkl, .pth) are read without running code; a malicious one is refused."""
+import functools
+import http.server
 import os
 import pickle
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -61,21 +64,42 @@ def test_the_crafted_pth_does_run_code_when_read_with_weights_only_false(tmp_pat
     assert marker.exists()
 
 
+# How each kind of file is written, and the refusal expected for it.
+FORMATS = {
+    "pkl": (malicious_pkl, r"evil\.pkl: refused to load: the file refers to '(posix\.system|builtins\.exec|subprocess\.call)'"),
+    "pth": (malicious_pth, r"evil\.pth: refused to load: .*GLOBAL \S*(system|exec|call) "),
+}
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
 @pytest.mark.parametrize("name", GADGETS)
-def test_a_malicious_pkl_is_refused_and_runs_nothing(tmp_path, name):
-    marker = tmp_path / "marker"
-    malicious_pkl(tmp_path / "evil.pkl", gadgets(marker)[name])
-    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pkl: refused to load: the file refers to '(posix\.system|builtins\.exec|subprocess\.call)'"):
-        SafeCheckpointer(build_tiny_model()).load(str(tmp_path / "evil.pkl"))
+def test_a_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, name, suffix):
+    marker, path = tmp_path / "marker", tmp_path / f"evil.{suffix}"
+    write, refusal = FORMATS[suffix]
+    write(path, gadgets(marker)[name])
+    with pytest.raises(UnsafeCheckpointError, match=refusal):
+        SafeCheckpointer(build_tiny_model()).load(str(path))
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("name", GADGETS)
-def test_a_malicious_pth_is_refused_and_runs_nothing(tmp_path, name):
+@pytest.fixture
+def http_server(tmp_path, monkeypatch):
+    """A web server on localhost serving tmp_path/served; downloads are cached in tmp_path/cache."""
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "served").mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_malicious_pkl_given_as_a_url_is_refused_after_download(tmp_path, http_server):
     marker = tmp_path / "marker"
-    malicious_pth(tmp_path / "evil.pth", gadgets(marker)[name])
-    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth: refused to load: .*GLOBAL \S*(system|exec|call) "):
-        SafeCheckpointer(build_tiny_model()).load(str(tmp_path / "evil.pth"))
+    malicious_pkl(tmp_path / "served" / "evil.pkl", gadgets(marker)["os.system"])
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pkl: refused to load: the file refers to 'posix\.system'"):
+        SafeCheckpointer(build_tiny_model()).load(f"{http_server}/evil.pkl")
     assert not marker.exists()
 
 
