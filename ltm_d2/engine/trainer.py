@@ -59,10 +59,12 @@ class Trainer(DefaultTrainer):
         self.data_loader.skip(self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
 
     def build_hooks(self):
+        """DefaultTrainer's hooks, and one that puts the random state into the checkpoints."""
         return super().build_hooks() + [RandomStateHook()]
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """Detectron2's training data loader, whose data stream a resumed run continues."""
         return build_resumable_train_loader(cfg)
 
     @classmethod
