@@ -13,7 +13,9 @@ from detectron2.solver.build import _generate_optimizer_class_with_gradient_clip
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..data.build import build_checked_train_loader
 from ..data.shapes import SPLITS, ensure_split
+from .hooks import SkippedImageMonitor
 
 
 def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -29,8 +31,9 @@ def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer that trains on CPU workers, evaluates with COCOEvaluator and generates the
-    bundled dataset on first use."""
+    """DefaultTrainer that trains on CPU workers, evaluates with COCOEvaluator, generates the
+    bundled dataset on first use, checks the training data and names the last checkpoint when the
+    loss becomes NaN."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__, with the CPU-capable create_ddp_model above.
@@ -75,6 +78,29 @@ class Trainer(DefaultTrainer):
             type(optimizer), global_clipper=clip_global_norm
         )
         return optimizer
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """Detectron2's loader, after the datasets are checked; it skips unreadable images."""
+        return build_checked_train_loader(cfg)
+
+    def build_hooks(self):
+        monitor = SkippedImageMonitor(
+            self.data_loader.skipped, self.cfg.DATALOADER.MAX_BAD_IMAGE_FRACTION
+        )
+        return [monitor, *super().build_hooks()]
+
+    def run_step(self):
+        """DefaultTrainer.run_step; on a non-finite loss, names the last checkpoint too."""
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            if self.checkpointer.has_checkpoint():
+                last = self.checkpointer.get_checkpoint_file()
+                note = f"The last good checkpoint is {last}: continue from it with --resume."
+            else:
+                note = f"No checkpoint was written before it in {self.cfg.OUTPUT_DIR}."
+            raise FloatingPointError(f"{e}\n{note}") from e
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name):
