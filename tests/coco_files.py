@@ -52,3 +52,18 @@ def with_changes(kind, entry_id, **fields):
     coco = copy.deepcopy(GOOD_COCO)
     next(e for e in coco[kind] if e["id"] == entry_id).update(fields)
     return coco
+
+
+def spoil_image_file(path, how):
+    """Make the image file at `path` unusable: "truncated", "empty", "not_an_image", "deleted"
+    or "wrong_size" (a readable image of another size than the annotation file says)."""
+    if how == "deleted":
+        os.remove(path)
+        return
+    if how == "wrong_size":
+        cv2.imwrite(path, np.zeros((10, 10, 3), dtype=np.uint8))
+        return
+    content = open(path, "rb").read()
+    spoiled = {"truncated": content[: len(content) // 2], "empty": b"", "not_an_image": b"<html>"}[how]
+    with open(path, "wb") as f:
+        f.write(spoiled)
