@@ -48,7 +48,8 @@ def write_coco(folder, coco=GOOD_COCO, annotation_text=None):
 
 
 def with_changes(kind, entry_id, **fields):
-    """A copy of GOOD_COCO whose entry `entry_id` of `kind` ("images", "annotations") has `fields`."""
+    """A copy of GOOD_COCO whose entry `entry_id` of `kind` ("images" or "annotations") has
+    `fields`."""
     coco = copy.deepcopy(GOOD_COCO)
     next(e for e in coco[kind] if e["id"] == entry_id).update(fields)
     return coco
@@ -64,6 +65,6 @@ def spoil_image_file(path, how):
         cv2.imwrite(path, np.zeros((10, 10, 3), dtype=np.uint8))
         return
     content = open(path, "rb").read()
-    spoiled = {"truncated": content[: len(content) // 2], "empty": b"", "not_an_image": b"<html>"}[how]
+    spoiled = {"truncated": content[: len(content) // 2], "empty": b"", "not_an_image": b"<html>"}
     with open(path, "wb") as f:
-        f.write(spoiled)
+        f.write(spoiled[how])

@@ -1,7 +1,6 @@
 """Images that cannot be read during training are skipped, counted, logged, and bounded."""
 import itertools
 import logging
-import os
 
 import pytest
 
@@ -60,7 +59,7 @@ def test_an_image_read_again_is_counted_and_logged_once(records, caplog):
     assert mapper.skipped.count == 1 and caplog.text.count("Skipping image") == 1
 
 
-def test_images_skipped_in_data_loader_workers_are_counted_in_the_main_process(dataset_name, records):
+def test_images_skipped_in_loader_workers_are_counted_in_the_main_process(dataset_name, records):
     spoil_image_file(records[3]["file_name"], "empty")
     cfg = tiny_cfg("DATASETS.TRAIN", (dataset_name,), "DATALOADER.NUM_WORKERS", 1)
     loader = build_checked_train_loader(cfg)
@@ -95,11 +94,13 @@ def train_with_monitor(records, spoiled, max_fraction, iterations):
 
 def test_the_number_of_skipped_images_is_an_event_storage_scalar(records):
     trainer = train_with_monitor(records, spoiled=[2], max_fraction=0.5, iterations=6)
-    assert [v for v, _ in trainer.storage.history("data/skipped_images").values()] == [0, 0, 1, 1, 1, 1]
+    history = trainer.storage.history("data/skipped_images").values()
+    assert [count for count, _ in history] == [0, 0, 1, 1, 1, 1]
 
 
 def test_training_stops_once_more_than_the_allowed_share_is_bad(records):
-    with pytest.raises(TooManyBadImagesError, match=r"2 of the 4 training images could not be read by iteration 2 \(50.00%\)"):
+    expected = r"2 of the 4 training images could not be read by iteration 2 \(50.00%\)"
+    with pytest.raises(TooManyBadImagesError, match=expected):
         train_with_monitor(records, spoiled=[0, 2], max_fraction=0.25, iterations=8)
 
 

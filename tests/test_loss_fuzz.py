@@ -161,12 +161,13 @@ def test_neg_log_of_a_float32_value_below_the_normal_range_has_a_finite_gradient
 
 
 @pytest.mark.parametrize("mode", MATCHING_MODES)
-def test_an_object_with_an_empty_box_is_left_out_as_detectron2s_mapper_leaves_it_out(models_and_anchors, mode):
+def test_objects_with_an_empty_box_are_left_out_like_the_mapper_does(models_and_anchors, mode):
     model, anchors = models_and_anchors[mode]
     boxes = [[4.0, 4.0, 30.0, 20.0], [64.0, 0.0, 64.0, 0.0], [10.0, 10.0, 10.0, 40.0]]
     with_empty = make_input(boxes, [1, 2, 3], SIZE)["instances"]
     without = make_input(boxes[:1], [1], SIZE)["instances"]
-    logits, deltas = logits_and_deltas(BatchCase((ImageCase(3, "any", 0),), "uniform", 5.0, 0), len(anchors))
+    case = BatchCase((ImageCase(3, "any", 0),), "uniform", 5.0, 0)
+    logits, deltas = logits_and_deltas(case, len(anchors))
     losses = model.matching_losses(anchors, logits, deltas, [with_empty])
     assert losses == model.matching_losses(anchors, logits, deltas, [without])
     sum(losses.values()).backward()

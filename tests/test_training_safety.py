@@ -18,7 +18,8 @@ SMALL_INPUT = ("INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64, "TEST.
 
 
 def test_datasets_registered_without_checks_are_checked_before_training(tmp_path):
-    json_file, image_root = write_coco(tmp_path, with_changes("annotations", 31, bbox=[0.0, 0.0, 64.0, float("nan")]))
+    coco = with_changes("annotations", 31, bbox=[0.0, 0.0, 64.0, float("nan")])
+    json_file, image_root = write_coco(tmp_path, coco)
     register_coco_instances("test_plain_registration", {}, json_file, image_root)
     cfg = tiny_cfg("DATASETS.TRAIN", ("test_plain_registration",))
     with pytest.raises(DatasetError, match="image id 3, annotation id 31: bbox .* NaN"):
@@ -30,7 +31,8 @@ def test_training_skips_an_unreadable_image_and_reports_it(tmp_path):
     register_checked_coco("test_train_with_a_bad_image", {}, json_file, image_root)
     spoil_image_file(os.path.join(image_root, "002.jpg"), "truncated")
     cfg = tiny_cfg("DATASETS.TRAIN", ("test_train_with_a_bad_image",), "SOLVER.MAX_ITER", 2,
-                   "DATALOADER.MAX_BAD_IMAGE_FRACTION", 0.25, "OUTPUT_DIR", str(tmp_path / "run"), *SMALL_INPUT)
+                   "DATALOADER.MAX_BAD_IMAGE_FRACTION", 0.25, "OUTPUT_DIR", str(tmp_path / "run"),
+                   *SMALL_INPUT)
     trainer = Trainer(cfg)
     trainer.train()
     assert trainer.iter == 2
@@ -68,5 +70,6 @@ def test_a_nan_loss_stops_training_naming_the_iteration_and_the_last_checkpoint(
 
 def test_a_nan_loss_before_any_checkpoint_says_that_none_was_written(tmp_path):
     trainer = trainer_with_nan_loss_at(tmp_path, iteration=0)
-    with pytest.raises(FloatingPointError, match=f"No checkpoint was written before it in {tmp_path}"):
+    expected = f"No checkpoint was written before it in {tmp_path}"
+    with pytest.raises(FloatingPointError, match=expected):
         trainer.train()

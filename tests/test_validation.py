@@ -82,7 +82,8 @@ def test_a_box_partly_outside_is_accepted_and_clipped_by_detectron2s_mapper(tmp_
 
     register_checked_coco("test_partly_outside", {}, json_file, image_root)
     record = next(r for r in DatasetCatalog.get("test_partly_outside") if r["image_id"] == 4)
-    cfg = tiny_cfg("INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64, "INPUT.RANDOM_FLIP", "none")
+    cfg = tiny_cfg("INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64,
+                   "INPUT.RANDOM_FLIP", "none")
     boxes = DatasetMapper(cfg, is_train=True)(record)["instances"].gt_boxes.tensor
     assert boxes.tolist() == [[50.0, 0.0, 64.0, 20.0]]
 
@@ -128,11 +129,13 @@ def test_every_problem_is_listed_at_once(tmp_path):
     coco = with_changes("annotations", 11, category_id=7)
     next(a for a in coco["annotations"] if a["id"] == 21)["bbox"][2] = 0.0
     message = error_of(tmp_path, coco)
-    assert "2 problem(s)" in message and "annotation id 11" in message and "annotation id 21" in message
+    assert "2 problem(s)" in message
+    assert "annotation id 11" in message and "annotation id 21" in message
 
 
 def test_a_registered_checked_dataset_refuses_to_load_bad_annotations(tmp_path):
-    json_file, image_root = write_coco(tmp_path, with_changes("annotations", 12, bbox=[1.0, 1.0, -3.0, 4.0]))
+    coco = with_changes("annotations", 12, bbox=[1.0, 1.0, -3.0, 4.0])
+    json_file, image_root = write_coco(tmp_path, coco)
     register_checked_coco("test_checked_bad", {}, json_file, image_root)
     assert MetadataCatalog.get("test_checked_bad").json_file == json_file
     with pytest.raises(DatasetError, match="annotation id 12"):
@@ -148,7 +151,8 @@ def test_a_registered_checked_dataset_loads_like_register_coco_instances(tmp_pat
 
 def test_more_categories_than_the_model_has_classes(tmp_path):
     register_checked_coco("test_two_categories", {}, *write_coco(tmp_path))
-    with pytest.raises(DatasetError, match="2 categories, but the model has MODEL.RETINANET.NUM_CLASSES = 1"):
+    expected = "2 categories, but the model has MODEL.RETINANET.NUM_CLASSES = 1"
+    with pytest.raises(DatasetError, match=expected):
         validate_training_datasets(["test_two_categories"], num_classes=1)
 
 

@@ -172,7 +172,8 @@ def _check_boxes(
         clipped = overlaps & ((x < 0) | (y < 0) | (x + w > image_w) | (y + h > image_h))
     for i in np.flatnonzero(~finite):
         problems.append(
-            f"{places[i]}: bbox {boxes[i].tolist()} has a NaN or infinite value, expected finite numbers"
+            f"{places[i]}: bbox {boxes[i].tolist()} has a NaN or infinite value, "
+            "expected finite numbers"
         )
     for i in np.flatnonzero(finite & ~positive):
         problems.append(
