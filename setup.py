@@ -14,5 +14,5 @@ setup(
         "pycocotools",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "hypothesis"]},
 )

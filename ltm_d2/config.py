@@ -38,6 +38,10 @@ def add_ltm_config(cfg):
     # (points of the finest level always are).
     cfg.MODEL.LTM.POINT_CENTRAL_REGION = 0.8
 
+    # Training stops once more than this share of the training images could not be read (each is
+    # skipped and logged); 0 stops at the first.
+    cfg.DATALOADER.MAX_BAD_IMAGE_FRACTION = 0.01
+
 
 def load_config(config_file: str, opts: Sequence = ()) -> CN:
     """

@@ -13,8 +13,10 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SafeCheckpointer
+from ..data.build import build_checked_train_loader
 from ..data.shapes import SPLITS, ensure_split
-from .resume import RandomStateHook, build_resumable_train_loader
+from .hooks import SkippedImageMonitor
+from .resume import RandomStateHook
 
 
 def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -31,8 +33,9 @@ def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer that trains on CPU workers, evaluates with COCOEvaluator, generates the
-    bundled dataset on first use, writes checkpoints atomically, reads them without running code,
-    and resumes with the data order and random state of the interrupted run (engine/resume.py)."""
+    bundled dataset on first use, checks the training data, writes checkpoints atomically, reads
+    them without running code, resumes with the data order and random state of the interrupted run
+    (engine/resume.py) and names the last checkpoint when the loss becomes NaN."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__, with the CPU-capable create_ddp_model above.
@@ -58,15 +61,6 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         self.data_loader.skip(self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
 
-    def build_hooks(self):
-        """DefaultTrainer's hooks, and one that puts the random state into the checkpoints."""
-        return super().build_hooks() + [RandomStateHook()]
-
-    @classmethod
-    def build_train_loader(cls, cfg):
-        """Detectron2's training data loader, whose data stream a resumed run continues."""
-        return build_resumable_train_loader(cfg)
-
     @classmethod
     def build_optimizer(cls, cfg, model):
         """
@@ -89,6 +83,36 @@ class Trainer(DefaultTrainer):
             type(optimizer), global_clipper=clip_global_norm
         )
         return optimizer
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """
+        Detectron2's loader, after the datasets are checked; it skips unreadable images and a
+        resumed run continues its data stream (data/build.py).
+        """
+        return build_checked_train_loader(cfg)
+
+    def build_hooks(self):
+        """
+        DefaultTrainer's hooks, with one that counts the skipped images first and one that puts
+        the random state into the checkpoints last.
+        """
+        monitor = SkippedImageMonitor(
+            self.data_loader.skipped, self.cfg.DATALOADER.MAX_BAD_IMAGE_FRACTION
+        )
+        return [monitor, *super().build_hooks(), RandomStateHook()]
+
+    def run_step(self):
+        """DefaultTrainer.run_step; on a non-finite loss, names the last checkpoint too."""
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            if self.checkpointer.has_checkpoint():
+                last = self.checkpointer.get_checkpoint_file()
+                note = f"The last good checkpoint is {last}: continue from it with --resume."
+            else:
+                note = f"No checkpoint was written before it in {self.cfg.OUTPUT_DIR}."
+            raise FloatingPointError(f"{e}\n{note}") from e
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name):

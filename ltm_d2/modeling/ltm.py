@@ -15,6 +15,10 @@ from ..config import MATCHING_MODES
 from .bags import anchor_bags
 from .matching import freeanchor_losses, freeanchor_suppression, ltm_losses
 
+# Objects whose box is not wider and higher than this are left out of the matching, as Detectron2's
+# mapper leaves them out (`filter_empty_instances`): an empty box has no box-regression target.
+MIN_BOX_SIZE = 1e-5
+
 
 def member_targets(gt_boxes: Boxes, bags: Tensor) -> Tensor:
     """(I*K, 4) the box of its object for every member of the (I, K) bags."""
@@ -142,6 +146,7 @@ class LTM(RetinaNet):
         # "freeanchor": (J, C) background suppression. Neither carries a gradient.
         bags, classes, loc_likelihood, quality = [], [], [], []
         for n, gt in enumerate(gt_instances):
+            gt = gt[gt.gt_boxes.nonempty(threshold=MIN_BOX_SIZE)]
             bags_n, _ = self.build_bags(anchors, gt)
             loc_likelihood.append(
                 self.localisation_likelihood(anchors, deltas[n], bags_n, gt.gt_boxes)

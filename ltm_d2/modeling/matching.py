@@ -19,7 +19,8 @@ from detectron2.utils import comm
 
 # 1 - phi is clamped here (as the authors' code does) so that 1 / (1 - phi) stays finite.
 ONE_MINUS_PHI_MIN = 1e-12
-# -log(x) is capped at 100 (x >= e^-100), the value binary cross-entropy caps it at.
+# -log(x) is capped at 100 (x >= e^-100), the value binary cross-entropy caps it at, or lower where
+# the gradient -1/x would overflow the dtype (x >= finfo.tiny: a cap of 87.3 in float32).
 LOG_FLOOR = math.exp(-100.0)
 
 
@@ -62,8 +63,9 @@ def negative_mean_max(phi: Tensor) -> Tensor:
 
 
 def neg_log(x: Tensor) -> Tensor:
-    """-log(x), capped at 100 like binary cross-entropy, with a zero gradient where capped."""
-    return -torch.log(x.clamp(min=LOG_FLOOR))
+    """-log(x), capped at 100 like binary cross-entropy (87.3 in float32, where the gradient of
+    an uncapped value would overflow), with a zero gradient where capped."""
+    return -torch.log(x.clamp(min=max(LOG_FLOOR, torch.finfo(x.dtype).tiny)))
 
 
 def background_focal_loss(

@@ -1,0 +1,93 @@
+"""
+The training data loader: Detectron2's, after the datasets are checked, skipping unreadable
+images, with a data stream that a resumed run continues where the interrupted one was.
+"""
+import itertools
+import logging
+from typing import Iterator, Optional
+
+from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data.samplers import TrainingSampler
+from detectron2.utils import comm
+
+from .mapper import SkippedImages, SkippingDatasetMapper
+from .shapes import SPLITS, ensure_split
+from .validation import validate_training_datasets
+
+logger = logging.getLogger(__name__)
+
+
+class ResumableTrainingSampler(TrainingSampler):
+    """
+    Detectron2's TrainingSampler (the same infinite stream of shuffled indices, shared out between
+    the workers), whose stream starts at index `start` instead of 0: a run resumed after N images
+    of the global stream sets `start = N` and gets the images the interrupted run would have got.
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None):
+        super().__init__(size, shuffle=shuffle, seed=seed)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        stream = self._infinite_indices()
+        yield from itertools.islice(stream, self.start + self._rank, None, self._world_size)
+
+
+class TrainLoader:
+    """
+    Detectron2's training data loader (an iterable of batches), the images it skipped as
+    unreadable, and the sampler whose position a resumed run sets.
+
+    Every iteration takes exactly IMS_PER_BATCH images of the sampler's stream when
+    DATALOADER.NUM_WORKERS is 0 and all images fall into one aspect-ratio group (or grouping is
+    off); a resumed run then sees the same batches as an uninterrupted one. Otherwise it
+    continues at the same place of the stream, but the few images that loader workers or
+    aspect-ratio groups held at the checkpoint may be taken in another order.
+    """
+
+    def __init__(self, loader, skipped: SkippedImages, sampler: Optional[ResumableTrainingSampler]):
+        self.loader = loader
+        self.skipped = skipped
+        self.sampler = sampler
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def skip(self, num_images: int) -> None:
+        """Start the stream after `num_images` images (of all workers together); before iterating."""
+        if self.sampler is not None:
+            self.sampler.start = num_images
+        elif num_images:
+            logger.warning(
+                "DATALOADER.SAMPLER_TRAIN is not TrainingSampler: the resumed run starts its data "
+                "stream from the beginning."
+            )
+
+
+def build_checked_train_loader(cfg) -> TrainLoader:
+    """
+    Check the annotation files of cfg.DATASETS.TRAIN (:func:`validate_training_datasets`; errors
+    before any training), then build Detectron2's training loader with a mapper that skips and
+    counts the images it cannot read (:class:`SkippingDatasetMapper`), a ResumableTrainingSampler
+    in place of its TrainingSampler (same seed), and the DataLoader's own generator seeded from
+    cfg.SEED (when set), so that creating the loader draws nothing from torch's global generator.
+    """
+    for name in cfg.DATASETS.TRAIN:
+        if name in SPLITS:
+            ensure_split(name)  # the bundled dataset is generated on first use
+    validate_training_datasets(cfg.DATASETS.TRAIN, cfg.MODEL.RETINANET.NUM_CLASSES)
+    dataset = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+    )
+    skipped = SkippedImages([record["file_name"] for record in dataset])
+    kwargs = build_detection_train_loader.from_config(
+        cfg, SkippingDatasetMapper(cfg, skipped), dataset=dataset
+    )
+    sampler = kwargs["sampler"]
+    if type(sampler) is TrainingSampler:
+        sampler = ResumableTrainingSampler(len(kwargs["dataset"]), seed=sampler._seed)
+        kwargs["sampler"] = sampler
+    else:
+        sampler = None
+    seed = cfg.SEED + comm.get_rank() if cfg.SEED >= 0 else None
+    return TrainLoader(build_detection_train_loader(**kwargs, seed=seed), skipped, sampler)
