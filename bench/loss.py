@@ -54,9 +54,11 @@ def build_detector(config_name: str, *opts):
     return model
 
 
-def random_instances(num_objects: int, generator: torch.Generator) -> Instances:
+def random_instances(
+    num_objects: int, generator: torch.Generator, image_size=IMAGE_SIZE
+) -> Instances:
     """Boxes of log-uniform size 16-512 px and aspect ratio 1:2-2:1 inside the image, 80 classes."""
-    height, width = IMAGE_SIZE
+    height, width = image_size
     size = torch.exp(
         math.log(16) + torch.rand(num_objects, generator=generator) * math.log(512 / 16)
     )
@@ -64,7 +66,7 @@ def random_instances(num_objects: int, generator: torch.Generator) -> Instances:
     wh = torch.stack([size * aspect.sqrt(), size / aspect.sqrt()], dim=1)
     wh = torch.minimum(wh, torch.tensor([width - 1.0, height - 1.0]))
     xy = torch.rand(num_objects, 2, generator=generator) * (torch.tensor([width, height]) - wh)
-    instances = Instances(IMAGE_SIZE)
+    instances = Instances(image_size)
     instances.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1).to(DEVICE))
     instances.gt_classes = torch.randint(80, (num_objects,), generator=generator).to(DEVICE)
     return instances

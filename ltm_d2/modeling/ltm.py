@@ -96,13 +96,15 @@ class LTM(RetinaNet):
         if self.matching == "topk":
             gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
             return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
-        # The matching is computed in float32 whatever the training precision.
-        return self.matching_losses(
-            Boxes.cat(anchors),
-            cat(pred_logits, dim=1).float(),
-            cat(pred_anchor_deltas, dim=1).float(),
-            gt_instances,
-        )
+        # The matching is computed in float32 whatever the training precision: under autocast
+        # 1 / (1 - phi)^2 would overflow half precision.
+        with torch.autocast(pred_logits[0].device.type, enabled=False):
+            return self.matching_losses(
+                Boxes.cat(anchors),
+                cat(pred_logits, dim=1).float(),
+                cat(pred_anchor_deltas, dim=1).float(),
+                gt_instances,
+            )
 
     def build_bags(self, anchors: Boxes, gt_instances: Instances):
         """Returns the (I, K) bags of one image's objects and the (I, K) IoU of their anchors."""
