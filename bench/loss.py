@@ -5,7 +5,7 @@ Detectron2's RetinaNet loss (`label_anchors` + `losses`), on identical predictio
 of objects per image; time and peak memory of each, their ratios to RetinaNet, and the scaling
 with the number of objects (a least-squares slope and a PNG plot).
 
-    python bench/loss.py [--objects 7 50 300 1000] [--repeats 5] [--plot bench/loss_scaling.png]
+    python bench/loss.py [--objects 7 50 300 1000] [--repeats 5] [--quick] [--plot PATH]
 """
 import argparse
 import math
@@ -156,7 +156,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
     parser.add_argument("--plot", default=os.path.join(REPO, "output", "bench", "loss_scaling.png"))
+    parser.add_argument("--quick", action="store_true", help="7 and 1000 objects, 3 runs")
     args = parser.parse_args()
+    if args.quick:
+        args.objects, args.repeats = [7, 1000], 3
     detectors = [BASELINE] + [d for d in args.detectors if d != BASELINE]
     models = {name: build_detector(DETECTORS[name]) for name in detectors}
 

@@ -2,7 +2,7 @@
 A full training step (forward, backward, SGD) and inference of LTM against RetinaNet: same
 backbone (R-50-FPN), same weights, same batch of images and objects.
 
-    python bench/model.py [--size 512 768] [--objects 7] [--repeats 5]
+    python bench/model.py [--size 512 768] [--objects 7] [--repeats 5] [--quick]
 
 On the CPU the default input is 2 images of 512x768 so that a step takes seconds; on a GPU pass
 --size 800 1216.
@@ -61,7 +61,10 @@ def main():
     parser.add_argument("--size", type=int, nargs=2, default=[512, 768], metavar=("H", "W"))
     parser.add_argument("--objects", type=int, default=7, help="objects per image")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="3 runs")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 3
     size = tuple(args.size)
     torch.manual_seed(0)
     models = {name: build_detector(DETECTORS[name]) for name in COMPARED}
