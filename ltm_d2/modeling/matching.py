@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils import comm
@@ -111,6 +112,7 @@ class _BackgroundFocalLossSum(torch.autograd.Function):
         return total
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_total):
         logits, suppression, excluded = ctx.saved_tensors
         grad = torch.empty_like(logits)
