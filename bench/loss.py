@@ -181,7 +181,7 @@ def main():
                     f"{memory[name] / 2**20:.0f}",
                     f"{memory[name] / memory[BASELINE]:.2f}",
                 ])
-            print(f"  done: {num_objects} objects per image", flush=True)
+                print("  " + " | ".join(str(x) for x in rows[-1]), flush=True)
     print_table(
         "Loss alone",
         ["objects/image", "loss", "time ms (median)", "min-max ms", "time / RetinaNet",
