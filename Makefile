@@ -7,7 +7,7 @@ TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
 DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml
 DEMO_OUTPUT ?= output/demo
 
-.PHONY: setup test demo clean-venv
+.PHONY: setup test demo bench clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): setup.py tools/install_detectron2.sh Makefile
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# Loss, training step and inference against RetinaNet (bench/; not tests). BENCH_QUICK=1: fewer runs.
+bench: setup
+	$(PY) bench/loss.py $(if $(BENCH_QUICK),--quick)
+	$(PY) bench/model.py $(if $(BENCH_QUICK),--quick)
 
 # Train on the bundled dataset, evaluate on its val split (AP table), draw detections.
 demo: setup

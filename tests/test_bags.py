@@ -3,6 +3,7 @@ import torch
 
 from detectron2.structures import Boxes, pairwise_iou
 
+from ltm_d2.modeling import blocks
 from ltm_d2.modeling.bags import anchor_bags, sample_bags
 
 
@@ -16,9 +17,10 @@ def grid_anchors(size=64, step=8, sides=(8, 16, 32)):
 def test_bag_holds_the_k_anchors_of_largest_iou():
     anchors = grid_anchors()
     gt = Boxes(torch.tensor([[3.0, 5.0, 27.0, 19.0], [30.0, 31.0, 60.0, 61.0]]))
-    bags, iou = anchor_bags(anchors, gt, bag_size=10)
+    bags, member_iou = anchor_bags(anchors, gt, bag_size=10)
     assert bags.shape == (2, 10)
-    torch.testing.assert_close(iou, pairwise_iou(gt, anchors))
+    iou = pairwise_iou(gt, anchors)
+    torch.testing.assert_close(member_iou, iou.gather(1, bags))
     for i in range(2):
         inside = torch.zeros(len(anchors), dtype=torch.bool)
         inside[bags[i]] = True
@@ -35,7 +37,23 @@ def test_bag_takes_every_anchor_when_there_are_fewer_than_k():
 
 def test_bags_of_an_image_without_objects_are_empty():
     bags, iou = anchor_bags(grid_anchors(), Boxes(torch.zeros(0, 4)), bag_size=40)
-    assert bags.shape == (0, 40) and iou.shape == (0, len(grid_anchors()))
+    assert bags.shape == (0, 40) and iou.shape == (0, 40)
+
+
+def test_bags_computed_in_blocks_of_objects_equal_those_of_the_whole_iou_matrix(monkeypatch):
+    anchors = grid_anchors()
+    gt = Boxes(torch.tensor([[3.0, 5.0, 27.0, 19.0], [30.0, 31.0, 60.0, 61.0], [0.0, 0.0, 9.0, 40.0]]))
+    monkeypatch.setattr(blocks, "PAIRS_PER_BLOCK", len(anchors))  # one object per block
+    bags, member_iou = anchor_bags(anchors, gt, bag_size=12)
+    expected_iou, expected_bags = pairwise_iou(gt, anchors).topk(12, dim=1)
+    assert torch.equal(bags, expected_bags) and torch.equal(member_iou, expected_iou)
+
+
+def test_sampled_bags_keep_the_iou_of_their_members():
+    anchors = grid_anchors()
+    gt = Boxes(torch.tensor([[3.0, 5.0, 27.0, 19.0], [30.0, 31.0, 60.0, 61.0]]))
+    bags, member_iou = anchor_bags(anchors, gt, bag_size=20, bag_sample=6)
+    torch.testing.assert_close(member_iou, pairwise_iou(gt, anchors).gather(1, bags))
 
 
 def test_bag_sample_keeps_s_distinct_members_of_the_k():

@@ -1,27 +1,35 @@
 """Anchor bags: for each object, the anchors it may be matched to (paper §3.2)."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from detectron2.structures import Boxes, pairwise_iou
 
+from .blocks import row_blocks
+
+
+def sample_positions(num_objects: int, bag_size: int, bag_sample: int, device) -> Optional[Tensor]:
+    """
+    (I, S) positions drawn uniformly without replacement from range(K) for each of I bags (paper
+    Table 3, "S of K"), or None when `bag_sample` <= 0 or >= K keeps every member.
+    """
+    if bag_sample <= 0 or bag_sample >= bag_size:
+        return None
+    return torch.rand(num_objects, bag_size, device=device).argsort(dim=1)[:, :bag_sample]
+
 
 def sample_bags(bags: Tensor, bag_sample: int) -> Tensor:
     """
-    Keep `bag_sample` members of each bag, drawn uniformly without replacement (paper Table 3,
-    "S of K"). `bag_sample` <= 0 or >= the bag size keeps every member.
+    Keep `bag_sample` members of each bag (:func:`sample_positions`).
 
     Args:
         bags: (I, K) anchor indices.
     Returns:
         (I, min(S, K)) anchor indices.
     """
-    num_objects, bag_size = bags.shape
-    if bag_sample <= 0 or bag_sample >= bag_size:
-        return bags
-    order = torch.rand(num_objects, bag_size, device=bags.device).argsort(dim=1)
-    return bags.gather(1, order[:, :bag_sample])
+    keep = sample_positions(*bags.shape, bag_sample, bags.device)
+    return bags if keep is None else bags.gather(1, keep)
 
 
 def anchor_bags(
@@ -29,19 +37,25 @@ def anchor_bags(
 ) -> Tuple[Tensor, Tensor]:
     """
     Build the bag A_i of every object: the `bag_size` anchors of highest IoU with it, without any
-    IoU threshold, optionally subsampled to `bag_sample` anchors.
+    IoU threshold, optionally subsampled to `bag_sample` anchors. The (I, J) IoU matrix is
+    computed a block of objects at a time (:func:`row_blocks`) and never held whole.
 
     Args:
         anchors: J anchors of one image (all levels concatenated).
         gt_boxes: I ground-truth boxes of the same image.
     Returns:
         bags: (I, K') int64 indices into `anchors`, K' = min(bag_size, J, bag_sample or J).
-        iou: (I, J) IoU between objects and anchors.
+        iou: (I, K') IoU between each object and the members of its bag.
     """
-    iou = pairwise_iou(gt_boxes, anchors)  # (I, J)
     k = min(bag_size, len(anchors))
-    bags = iou.topk(k, dim=1).indices  # (I, k)
-    return sample_bags(bags, bag_sample), iou
+    iou = anchors.tensor.new_empty(len(gt_boxes), k)
+    bags = torch.empty(len(gt_boxes), k, dtype=torch.int64, device=anchors.device)
+    for rows in row_blocks(len(gt_boxes), len(anchors)):
+        torch.topk(pairwise_iou(gt_boxes[rows], anchors), k, dim=1, out=(iou[rows], bags[rows]))
+    keep = sample_positions(len(gt_boxes), k, bag_sample, anchors.device)
+    if keep is None:
+        return bags, iou
+    return bags.gather(1, keep), iou.gather(1, keep)
 
 
 def point_bags(

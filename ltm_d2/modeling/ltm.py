@@ -8,7 +8,7 @@ from torch import Tensor
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
-from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.structures import Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
 
 from ..config import MATCHING_MODES
@@ -100,16 +100,18 @@ class LTM(RetinaNet):
         if self.matching == "topk":
             gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
             return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
-        # The matching is computed in float32 whatever the training precision.
-        return self.matching_losses(
-            Boxes.cat(anchors),
-            cat(pred_logits, dim=1).float(),
-            cat(pred_anchor_deltas, dim=1).float(),
-            gt_instances,
-        )
+        # The matching is computed in float32 whatever the training precision: under autocast
+        # 1 / (1 - phi)^2 would overflow half precision.
+        with torch.autocast(pred_logits[0].device.type, enabled=False):
+            return self.matching_losses(
+                Boxes.cat(anchors),
+                cat(pred_logits, dim=1).float(),
+                cat(pred_anchor_deltas, dim=1).float(),
+                gt_instances,
+            )
 
     def build_bags(self, anchors: Boxes, gt_instances: Instances):
-        """Returns the (I, K) bags of one image's objects and their (I, J) anchor IoU."""
+        """Returns the (I, K) bags of one image's objects and the (I, K) IoU of their anchors."""
         return anchor_bags(anchors, gt_instances.gt_boxes, self.bag_size, self.bag_sample)
 
     def localisation_likelihood(
@@ -156,10 +158,9 @@ class LTM(RetinaNet):
                     quality.append(self._bag_iou(anchors, deltas[n], bags_n, gt.gt_boxes))
                 else:
                     pred_boxes = self.box2box_transform.apply_deltas(deltas[n], anchors.tensor)
-                    iou = pairwise_iou(gt.gt_boxes, Boxes(pred_boxes))  # (I, J)
                     quality.append(
                         freeanchor_suppression(
-                            iou, gt.gt_classes, self.num_classes, self.iou_threshold
+                            Boxes(pred_boxes), gt, self.num_classes, self.iou_threshold
                         )
                     )
             bags.append(bags_n + n * num_anchors)
@@ -203,12 +204,11 @@ class LTM(RetinaNet):
         anchors = Boxes.cat(anchors)
         gt_labels, matched_gt_boxes = [], []
         for gt in gt_instances:
-            bags, iou = self.build_bags(anchors, gt)  # (I, K), (I, J)
-            in_bag = torch.zeros_like(iou, dtype=torch.bool)
-            in_bag.scatter_(1, bags, True)
-            # -1 marks "in no bag of this object"; IoU >= 0 inside bags.
-            bag_iou = torch.where(in_bag, iou, torch.full_like(iou, -1.0))
-            labels = torch.full((len(anchors),), self.num_classes, device=iou.device)
+            bags, member_iou = self.build_bags(anchors, gt)  # (I, K), (I, K)
+            # IoU inside bags, -1 for "in no bag of this object".
+            bag_iou = member_iou.new_full((len(gt), len(anchors)), -1.0)
+            bag_iou.scatter_(1, bags, member_iou)
+            labels = torch.full((len(anchors),), self.num_classes, device=bags.device)
             boxes = torch.zeros_like(anchors.tensor)
             if len(gt) > 0:
                 best_iou, best_object = bag_iou.max(dim=0)  # (J,)

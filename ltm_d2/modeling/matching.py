@@ -14,8 +14,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
+from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils import comm
+
+from .blocks import row_blocks
 
 # 1 - phi is clamped here (as the authors' code does) so that 1 / (1 - phi) stays finite.
 ONE_MINUS_PHI_MIN = 1e-12
@@ -91,29 +95,101 @@ def background_focal_loss(
     return x.pow(gamma) * neg_log(torch.sigmoid(-logits) + p * suppression)
 
 
+class _BackgroundFocalLossSum(torch.autograd.Function):
+    """
+    The sum of :func:`background_focal_loss` over (M, C) logits, a block of rows at a time
+    (:func:`row_blocks`). Nothing but the inputs is kept for backward: the backward recomputes each
+    block and differentiates it (as activation checkpointing does), so that no (M, C)
+    intermediate is ever held besides the gradient itself.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, suppression, excluded, gamma):
+        ctx.gamma = gamma
+        ctx.save_for_backward(logits, suppression, excluded)
+        total = logits.new_zeros(())
+        for rows, local_excluded in _blocks_of_pairs(logits.shape, excluded):
+            loss = _block_loss(logits[rows], suppression, rows, gamma)
+            total += loss.flatten().index_fill_(0, local_excluded, 0.0).sum()
+        return total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_total):
+        logits, suppression, excluded = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for rows, local_excluded in _blocks_of_pairs(logits.shape, excluded):
+            with torch.enable_grad():
+                block = logits[rows].detach().requires_grad_(True)
+                loss = _block_loss(block, suppression, rows, ctx.gamma)
+            weight = grad_total.expand(loss.numel()).index_fill(0, local_excluded, 0.0)
+            (grad[rows],) = torch.autograd.grad(loss, block, weight.view_as(loss))
+        return grad, None, None, None
+
+
+def _block_loss(logits: Tensor, suppression: Optional[Tensor], rows: slice, gamma: float):
+    return background_focal_loss(logits, gamma, None if suppression is None else suppression[rows])
+
+
+def _blocks_of_pairs(shape: Tuple[int, int], excluded: Tensor):
+    """
+    Yields (rows, local_excluded): the row blocks of an (M, C) array and the indices, into each
+    block flattened, of the sorted flat indices `excluded` that fall in it.
+    """
+    num_rows, num_classes = shape
+    blocks = row_blocks(num_rows, num_classes)
+    starts = torch.tensor([b.start for b in blocks] + [num_rows], device=excluded.device)
+    bounds = torch.searchsorted(excluded, starts * num_classes).tolist()
+    for b, rows in enumerate(blocks):
+        yield rows, excluded[bounds[b] : bounds[b + 1]] - rows.start * num_classes
+
+
+def background_focal_loss_sum(
+    logits: Tensor,
+    gamma: float,
+    suppression: Optional[Tensor] = None,
+    excluded: Optional[Tensor] = None,
+) -> Tensor:
+    """
+    Sum of :func:`background_focal_loss` over all (anchor, class) pairs but the `excluded` ones,
+    with its gradient, in memory bounded by a block of pairs.
+
+    Args:
+        logits: (M, C) classification logits.
+        suppression: (M, C) or None, as in :func:`background_focal_loss`.
+        excluded: sorted int64 indices into the flattened (M*C) pairs, left out of the sum.
+    Returns:
+        scalar.
+    """
+    if excluded is None:
+        excluded = torch.zeros(0, dtype=torch.int64, device=logits.device)
+    return _BackgroundFocalLossSum.apply(logits, suppression, excluded, gamma)
+
+
 def freeanchor_suppression(
-    pred_iou: Tensor, gt_classes: Tensor, num_classes: int, iou_threshold: float
+    pred_boxes: Boxes, gt_instances: Instances, num_classes: int, iou_threshold: float
 ) -> Tensor:
     """
     FreeAnchor's background suppression of one image, without gradient:
     S_jc = max_{i: c_i = c} clamp((IoU(pred_j, b_i) - t1) / (t2_i - t1), 0, 1),
-    t2_i = max(max_j IoU(pred_j, b_i), t1 + 1e-12).
+    t2_i = max(max_j IoU(pred_j, b_i), t1 + 1e-12). The (I, J) IoU is computed a block of objects
+    at a time (:func:`row_blocks`).
 
     Args:
-        pred_iou: (I, J) IoU between the objects and the predicted boxes of all anchors.
-        gt_classes: (I,) object classes.
+        pred_boxes: the J boxes predicted by the anchors.
+        gt_instances: the image's I objects, with gt_boxes and gt_classes.
     Returns:
         (J, C) suppression S.
     """
-    num_objects, num_anchors = pred_iou.shape
     t1 = iou_threshold
-    if num_objects == 0:
-        return pred_iou.new_zeros(num_anchors, num_classes)
-    t2 = pred_iou.max(dim=1, keepdim=True).values.clamp(min=t1 + 1e-12)  # (I, 1)
-    quality = ((pred_iou - t1) / (t2 - t1)).clamp(min=0, max=1)  # (I, J)
-    index = gt_classes[:, None].expand(num_objects, num_anchors)
-    per_class = pred_iou.new_zeros(num_classes, num_anchors)
-    return per_class.scatter_reduce_(0, index, quality, "amax").t()
+    per_class = pred_boxes.tensor.new_zeros(num_classes, len(pred_boxes))
+    for rows in row_blocks(len(gt_instances), len(pred_boxes)):
+        pred_iou = pairwise_iou(gt_instances.gt_boxes[rows], pred_boxes)  # (I', J)
+        t2 = pred_iou.max(dim=1, keepdim=True).values.clamp(min=t1 + 1e-12)  # (I', 1)
+        quality = ((pred_iou - t1) / (t2 - t1)).clamp(min=0, max=1)  # (I', J)
+        index = gt_instances.gt_classes[rows, None].expand_as(quality)
+        per_class.scatter_reduce_(0, index, quality, "amax")
+    return per_class.t()
 
 
 def relative_localisation_quality(bag_iou: Tensor) -> Tensor:
@@ -183,9 +259,7 @@ def ltm_losses(
     )
     phi_neg = p * (1.0 - best_quality[pair_of_member])
 
-    outside_bags = torch.ones(logits.numel(), dtype=torch.bool, device=logits.device)
-    outside_bags[pairs] = False
-    background = background_focal_loss(logits, gamma).flatten()[outside_bags].sum()
+    background = background_focal_loss_sum(logits, gamma, excluded=pairs)
 
     counts = torch.tensor([len(bags), len(pairs)], dtype=torch.float32, device=logits.device)
     num_objects, num_pairs = average_over_workers(counts).clamp(min=1).tolist()
@@ -220,7 +294,7 @@ def freeanchor_losses(
     _, phi = _positive_likelihood(logits, bags, bag_classes, loc_likelihood)
     counts = torch.tensor([len(bags)], dtype=torch.float32, device=logits.device)
     num_objects = average_over_workers(counts).item()
-    background = background_focal_loss(logits, gamma, suppression).sum()
+    background = background_focal_loss_sum(logits, gamma, suppression)
     return {
         "loss_match_pos": alpha * neg_log(mean_max(phi)).sum() / max(1.0, num_objects),
         "loss_background": (1 - alpha) * background / max(1.0, num_objects * bag_size),
