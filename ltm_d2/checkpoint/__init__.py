@@ -1,0 +1,1 @@
+from .freeanchor_conversion import anchor_permutation, convert_freeanchor_state_dict, detectron2_name
