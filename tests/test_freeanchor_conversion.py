@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+from detectron2.modeling.anchor_generator import build_anchor_generator
 
 from ltm_d2 import load_config
 from ltm_d2.checkpoint import anchor_permutation
@@ -39,7 +40,8 @@ def build_random_model(seed):
 
 
 def their_anchor_order(num_sizes, num_ratios):
-    """maskrcnn-benchmark's generate_anchors, as documented: for each aspect ratio, each size."""
+    """maskrcnn-benchmark's generate_anchors, as documented: for each aspect ratio, each size.
+    (their_anchors_at_the_first_location gives the anchors themselves.)"""
     return [(size, ratio) for ratio in range(num_ratios) for size in range(num_sizes)]
 
 
@@ -121,15 +123,36 @@ def test_the_converted_checkpoint_gives_identical_detections(converted):
     assert torch.equal(got.scores, expected.scores) and torch.equal(got.pred_classes, expected.pred_classes)
 
 
-def test_the_anchor_permutation_matches_anchors_by_their_documented_rule():
-    sizes, ratios = [32.0, 40.3, 50.8], [0.5, 1.0, 2.0]
-    # Their rule: for each aspect ratio r, for each size s, an anchor of area s^2 with h / w = r.
-    theirs = torch.tensor([[-s / r**0.5 / 2, -s * r**0.5 / 2, s / r**0.5 / 2, s * r**0.5 / 2]
-                           for r in ratios for s in sizes])
-    ours, = DefaultAnchorGenerator(sizes=[sizes], aspect_ratios=[ratios], strides=[8]).cell_anchors
-    permutation = anchor_permutation(len(sizes), len(ratios))
+def their_anchors_at_the_first_location(stride, sizes, ratios):
+    """
+    maskrcnn-benchmark's anchors of the location at the image's corner, as documented: for each
+    aspect ratio r, for each size: a stride x stride box [0, stride - 1] (pixel indices, width
+    x2 - x1 + 1) gets whole-pixel sides w = round(sqrt(stride^2 / r)), h = round(w * r) around its
+    centre (stride - 1) / 2, then is scaled by size / stride about that centre. Returned in
+    continuous coordinates (x2 + 1, y2 + 1), shape (len(ratios) * len(sizes), 4).
+    """
+    centre = (stride - 1) / 2
+    anchors = []
+    for r in ratios:
+        w0 = round((stride * stride / r) ** 0.5)
+        h0 = round(w0 * r)
+        for size in sizes:
+            w, h = w0 * size / stride, h0 * size / stride
+            anchors.append([centre - (w - 1) / 2, centre - (h - 1) / 2, centre + (w - 1) / 2 + 1, centre + (h - 1) / 2 + 1])
+    return torch.tensor(anchors)
+
+
+def test_the_converted_heads_anchors_are_their_anchors():
+    """Anchor k of a location in the converted config is their anchor anchor_permutation[k]."""
+    cfg = load_config(os.path.join(REPO, "configs", "COCO-Detection", "freeanchor_R_50_FPN_1x_maskrcnn_benchmark.yaml"))
+    strides = [8, 16, 32, 64, 128]
+    generator = build_anchor_generator(cfg, [ShapeSpec(stride=s) for s in strides])
+    ours = generator([torch.zeros(1, 1, 1, 1)] * len(strides))
+    permutation = anchor_permutation(3, 3)
     assert not torch.equal(permutation, torch.arange(9))
-    torch.testing.assert_close(ours, theirs[permutation])
+    for level, stride in enumerate(strides):
+        theirs = their_anchors_at_the_first_location(stride, cfg.MODEL.ANCHOR_GENERATOR.SIZES[level], [0.5, 1.0, 2.0])
+        torch.testing.assert_close(ours[level].tensor, theirs[permutation].float())
 
 
 def test_the_p5_backbone_computes_p6_from_p5():
