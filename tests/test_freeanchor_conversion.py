@@ -184,3 +184,9 @@ def test_a_key_of_another_model_is_refused_by_name(tmp_path):
 def test_a_missing_input_file_is_named(tmp_path):
     with pytest.raises(SystemExit, match=re.escape(str(tmp_path / "absent.pth")) + " does not exist"):
         convert_freeanchor_to_d2.main([str(tmp_path / "absent.pth"), str(tmp_path / "out.pth")])
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    with pytest.raises(SystemExit, match=re.escape(str(tmp_path / "notes.pth")) + " is not a torch checkpoint"):
+        convert_freeanchor_to_d2.main([str(tmp_path / "notes.pth"), str(tmp_path / "out.pth")])

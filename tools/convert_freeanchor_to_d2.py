@@ -11,12 +11,11 @@ Renames the parameters, reorders the head's rows from their ratio-major anchor o
 Detectron2's size-major one, and drops their anchor buffers (ltm_d2/checkpoint/freeanchor_conversion.py).
 """
 import argparse
-import os
 import sys
 
 import torch
 
-from ltm_d2.checkpoint import convert_freeanchor_state_dict
+from ltm_d2.checkpoint import CheckpointFileError, convert_freeanchor_state_dict, load_state_dict_file
 
 
 def parse_args(argv=None):
@@ -28,25 +27,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def read_state_dict(path: str):
-    """Their model state dict: the "model" entry of a maskrcnn-benchmark checkpoint, or the whole file."""
-    if not os.path.isfile(path):
-        sys.exit(f"error: {path} does not exist (expected a maskrcnn-benchmark FreeAnchor checkpoint)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors of any kind: the file is not a torch checkpoint
-        sys.exit(f"error: {path} is not a torch checkpoint ({type(e).__name__}: {e})")
-    state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
-        sys.exit(f"error: {path} holds no state dict (expected a dict of tensors, or one under 'model')")
-    return state_dict
-
-
 def main(argv=None):
     args = parse_args(argv)
-    state_dict = read_state_dict(args.input)
     try:
+        state_dict = load_state_dict_file(args.input, "a maskrcnn-benchmark FreeAnchor checkpoint")
         converted = convert_freeanchor_state_dict(state_dict, args.num_aspect_ratios)
+    except CheckpointFileError as e:
+        sys.exit(f"error: {e}")
     except (KeyError, ValueError) as e:
         sys.exit(f"error: {args.input}: {e.args[0]}")
     torch.save({"model": converted, "__author__": "FreeAnchor (maskrcnn-benchmark), converted by ltm_d2"}, args.output)

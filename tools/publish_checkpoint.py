@@ -20,6 +20,7 @@ from typing import Dict, Union
 import torch
 
 from ltm_d2 import load_config
+from ltm_d2.checkpoint import CheckpointFileError, load_state_dict_file
 from ltm_d2.model_zoo import sha256_of
 
 
@@ -69,16 +70,11 @@ def read_final_metrics(output_dir: str) -> Dict[str, Union[int, float]]:
 
 
 def read_weights(path: str, fp16: bool) -> Dict[str, torch.Tensor]:
-    """The "model" state dict of a Detectron2 checkpoint, optionally with floats as float16."""
-    if not os.path.isfile(path):
-        sys.exit(f"error: {path} does not exist (expected the run's checkpoint, e.g. model_final.pth)")
+    """The model state dict of a Detectron2 checkpoint, optionally with floats as float16."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors of any kind: the file is not a torch checkpoint
-        sys.exit(f"error: {path} is not a torch checkpoint ({type(e).__name__}: {e})")
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-        sys.exit(f"error: {path} has no 'model' state dict (expected a checkpoint written by Detectron2)")
-    weights = checkpoint["model"]
+        weights = load_state_dict_file(path, "the run's checkpoint, e.g. model_final.pth")
+    except CheckpointFileError as e:
+        sys.exit(f"error: {e}")
     if fp16:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     return weights

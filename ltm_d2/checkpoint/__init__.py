@@ -1,1 +1,2 @@
 from .freeanchor_conversion import anchor_permutation, convert_freeanchor_state_dict, detectron2_name
+from .state_dict_file import CheckpointFileError, load_state_dict_file
