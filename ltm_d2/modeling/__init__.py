@@ -1,3 +1,5 @@
+from .anchor_generator import RoundedRatioAnchorGenerator
+from .backbone import build_retinanet_resnet_fpn_p5_backbone
 from .bags import anchor_bags, point_bags, sample_bags
 from .ltm import LTM
 from .ltm_af import LTMAF

@@ -1,0 +1,33 @@
+"""Reading the model state dict of a checkpoint file, with errors that name the file."""
+import os
+from typing import Dict
+
+import torch
+
+from .safe_loading import UnsafeCheckpointError, load_torch_safely
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file is missing or holds no model state dict."""
+
+
+def load_state_dict_file(path: str, expected: str) -> Dict[str, torch.Tensor]:
+    """
+    The model state dict of a torch checkpoint file (its "model" entry, or the whole file when it
+    is a dict of tensors), read without running code (:func:`load_torch_safely`).
+
+    Args:
+        expected: what the file should be, for the error message (e.g. "a Detectron2 checkpoint").
+    """
+    if not os.path.isfile(path):
+        raise CheckpointFileError(f"{path} does not exist (expected {expected})")
+    try:
+        checkpoint = load_torch_safely(path)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:  # unpickling errors of any kind: the file is not a torch checkpoint
+        raise CheckpointFileError(f"{path} is not a torch checkpoint ({type(e).__name__}: {e}; expected {expected})")
+    state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
+        raise CheckpointFileError(f"{path} holds no model state dict (expected {expected})")
+    return state_dict

@@ -1,0 +1,122 @@
+"""ltm_d2.model_zoo: configs by name, published checkpoints fetched from a URL and hash-checked."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from ltm_d2 import model_zoo
+from ltm_d2.model_zoo import CATALOG, ChecksumMismatchError
+
+from conftest import REPO, build_tiny_model
+
+TINY = "Shapes-Detection/ltm_R_18_FPN_tiny.yaml"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty download cache (iopath's, through FVCORE_CACHE) and a catalog restored afterwards."""
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(model_zoo.model_zoo, "CATALOG", dict(CATALOG))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def served_checkpoint(tmp_path):
+    """The tiny model's weights saved as a checkpoint, its file:// URL and its SHA-256."""
+    model = build_tiny_model(seed=3)
+    path = tmp_path / "served" / "model_final_abcdef.pth"
+    path.parent.mkdir()
+    torch.save({"model": model.state_dict()}, path)
+    return model.state_dict(), "file://" + str(path), model_zoo.sha256_of(str(path))
+
+
+def repository_config_names():
+    configs = os.path.join(REPO, "configs")
+    return [os.path.relpath(p, configs) for p in glob.glob(os.path.join(configs, "**", "*.yaml"), recursive=True)]
+
+
+def cached_files(cache):
+    return sorted(p for p in glob.glob(str(cache / "**" / "*"), recursive=True) if os.path.isfile(p))
+
+
+def test_every_config_of_the_repository_is_found_by_its_name():
+    names = repository_config_names()
+    assert TINY in names
+    for name in names:
+        assert os.path.samefile(model_zoo.get_config_file(name), os.path.join(REPO, "configs", name))
+
+
+def test_an_unknown_config_name_is_refused_with_its_name():
+    with pytest.raises(RuntimeError, match="COCO-Detection/no_such_config.yaml"):
+        model_zoo.get_config_file("COCO-Detection/no_such_config.yaml")
+
+
+def test_get_config_has_the_ltm_keys_and_keeps_its_own_weights_when_not_trained():
+    cfg = model_zoo.get_config("COCO-Detection/ltm_R_50_FPN_1x.yaml")
+    assert cfg.MODEL.META_ARCHITECTURE == "LTM" and cfg.MODEL.LTM.MATCHING == "ltm"
+    assert cfg.MODEL.WEIGHTS.startswith("detectron2://ImageNetPretrained/")
+
+
+def test_a_non_editable_install_ships_every_config_where_the_model_zoo_looks(tmp_path):
+    source = tmp_path / "source"
+    for folder in ("ltm_d2", "configs"):  # the symlink ltm_d2/model_zoo/configs is copied as a link
+        shutil.copytree(os.path.join(REPO, folder), source / folder, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(REPO, "setup.py"), source)
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "wheel", "--no-deps",
+                    "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)], check=True)
+    wheel = glob.glob(str(tmp_path / "dist" / "*.whl"))[0]
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")  # what installing a pure-Python wheel does
+    installed = tmp_path / "site" / "ltm_d2" / "model_zoo"
+    assert (installed / "model_zoo.py").is_file()
+    relative = os.path.relpath(model_zoo.model_zoo.CONFIG_DIR, os.path.dirname(model_zoo.model_zoo.__file__))
+    for name in repository_config_names():
+        shipped = installed / relative / name
+        assert shipped.is_file() and not shipped.is_symlink(), name
+        assert shipped.read_bytes() == open(os.path.join(REPO, "configs", name), "rb").read()
+
+
+def test_a_trained_model_is_fetched_from_its_url_and_carries_the_published_weights(cache, served_checkpoint):
+    weights, url, sha256 = served_checkpoint
+    model_zoo.register_checkpoint(TINY, url, sha256)
+    model = model_zoo.get(TINY, trained=True, device="cpu")
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    assert [os.path.basename(p) for p in cached_files(cache)] == ["model_final_abcdef.pth"]
+    assert model_zoo.get_config(TINY, trained=True).MODEL.WEIGHTS == cached_files(cache)[0]
+
+
+def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(cache, served_checkpoint):
+    _, url, sha256 = served_checkpoint
+    with open(url[len("file://"):], "r+b") as f:  # tamper with one byte of the served file
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    model_zoo.register_checkpoint(TINY, url, sha256)
+    with pytest.raises(ChecksumMismatchError) as error:
+        model_zoo.get(TINY, trained=True, device="cpu")
+    message = str(error.value)
+    got = model_zoo.sha256_of(url[len("file://"):])
+    assert TINY in message and sha256 in message and got in message and str(cache) in message
+    assert cached_files(cache) == []
+
+
+def test_a_cached_copy_that_no_longer_matches_is_downloaded_again(cache, served_checkpoint):
+    _, url, sha256 = served_checkpoint
+    model_zoo.register_checkpoint(TINY, url, sha256)
+    path = model_zoo.fetch_checkpoint(TINY)
+    with open(path, "ab") as f:
+        f.write(b"tampered")
+    assert model_zoo.fetch_checkpoint(TINY) == path
+    assert model_zoo.sha256_of(path) == sha256
+
+
+def test_asking_for_an_unpublished_checkpoint_names_the_config(cache):
+    with pytest.raises(RuntimeError, match=f"no checkpoint of {TINY} is published"):
+        model_zoo.get_config(TINY, trained=True)

@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""
+Make a shareable checkpoint of a training run: the model weights only (no optimizer, scheduler or
+iteration), optionally in float16, with the run's config (OUTPUT_DIR/config.yaml) and its final
+evaluation (the last one in OUTPUT_DIR/metrics.json) embedded, written as
+model_final_<first 6 hex digits of its SHA-256>.pth. Prints the model-zoo catalog line to add.
+
+    python tools/publish_checkpoint.py output/demo --name Shapes-Detection/ltm_R_18_FPN_demo.yaml \
+        --output published --url-prefix https://example.org/ltm_d2/
+
+The file loads with DetectionCheckpointer and with torch.load(..., weights_only=True).
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+from typing import Dict, Union
+
+import torch
+
+from ltm_d2 import load_config
+from ltm_d2.checkpoint import CheckpointFileError, load_state_dict_file
+from ltm_d2.model_zoo import sha256_of
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="the training run's OUTPUT_DIR")
+    parser.add_argument("--weights", help="checkpoint to publish (default: OUTPUT_DIR/model_final.pth)")
+    parser.add_argument("--fp16", action="store_true", help="store floating-point weights as float16")
+    parser.add_argument("--output", help="folder for the published file (default: OUTPUT_DIR)")
+    parser.add_argument("--name", required=True,
+                        help="the config's model-zoo name, for the catalog line (e.g. Shapes-Detection/ltm_R_18_FPN_demo.yaml)")
+    parser.add_argument("--url-prefix",
+                        help="where the file will be served, for the catalog line (default: its file:// URL)")
+    return parser.parse_args(argv)
+
+
+def read_config_text(output_dir: str) -> str:
+    """The text of OUTPUT_DIR/config.yaml, checked to load as an ltm_d2 config."""
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        sys.exit(f"error: {path} does not exist (expected the config.yaml that train_net.py writes)")
+    try:
+        load_config(path)
+    except Exception as e:  # any parse or key error: the file is not a config of this project
+        sys.exit(f"error: {path} is not a valid ltm_d2 config ({type(e).__name__}: {e})")
+    with open(path) as f:
+        return f.read()
+
+
+def read_final_metrics(output_dir: str) -> Dict[str, Union[int, float]]:
+    """The last evaluation in OUTPUT_DIR/metrics.json (one JSON object per line): its "bbox/..."
+    entries and the iteration, or an empty dict if the run was never evaluated."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        sys.exit(f"error: {path} does not exist (expected the metrics.json that train_net.py writes)")
+    final = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                sys.exit(f"error: {path} line {number} is not JSON ({e}); expected one JSON object per line")
+            evaluation = {k: float(v) for k, v in record.items() if k.startswith("bbox/")}
+            if evaluation:
+                final = {"iteration": int(record["iteration"]), **evaluation}
+    return final
+
+
+def read_weights(path: str, fp16: bool) -> Dict[str, torch.Tensor]:
+    """The model state dict of a Detectron2 checkpoint, optionally with floats as float16."""
+    try:
+        weights = load_state_dict_file(path, "the run's checkpoint, e.g. model_final.pth")
+    except CheckpointFileError as e:
+        sys.exit(f"error: {e}")
+    if fp16:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    return weights
+
+
+def publish(weights: Dict[str, torch.Tensor], config: str, metrics: Dict, folder: str) -> str:
+    """Write the shareable file into `folder`; returns its path, named after its SHA-256."""
+    os.makedirs(folder, exist_ok=True)
+    checkpoint = {"model": weights, "config": config, "metrics": metrics, "__author__": "ltm_d2"}
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".pth", delete=False) as f:
+        torch.save(checkpoint, f)
+    path = os.path.join(folder, f"model_final_{sha256_of(f.name)[:6]}.pth")
+    os.replace(f.name, path)
+    os.chmod(path, 0o644)  # the temporary file was private to its owner
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    weights = read_weights(args.weights or os.path.join(args.output_dir, "model_final.pth"), args.fp16)
+    config = read_config_text(args.output_dir)
+    metrics = read_final_metrics(args.output_dir)
+    path = publish(weights, config, metrics, args.output or args.output_dir)
+    sha256 = sha256_of(path)
+    filename = os.path.basename(path)
+    url = args.url_prefix + filename if args.url_prefix else "file://" + os.path.abspath(path)
+    print(f"Published {path} ({os.path.getsize(path)} bytes, SHA-256 {sha256})")
+    if metrics:
+        print("Final evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    print("Catalog line for ltm_d2/model_zoo/model_zoo.py (CATALOG):")
+    print(f'    "{args.name}": PublishedCheckpoint(\n        "{url}",\n        "{sha256}",\n    ),')
+
+
+if __name__ == "__main__":
+    main()
