@@ -59,9 +59,10 @@ def perfect_detections(images, keep_image=lambda image_id: True):
             for box, c in objects]
 
 
-def load_tool(name):
-    """The module of tools/<name>.py, to call its main() in the test's process."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+def load_tool(path):
+    """The module of the script at `path` (relative to the repository), to call its main() here."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -52,7 +52,7 @@ def test_tool_prints_the_slope_and_writes_figures_7_and_8(two_categories, tmp_pa
     baseline = write_detections(tmp_path / "baseline.json", squares_only())
     new = write_detections(tmp_path / "new.json", perfect_detections(IMAGES))
     out = tmp_path / "out"
-    load_tool("aspect_ratio").main(["--dataset", "hand_made_aspect_ratio", "--results", baseline, new,
+    load_tool("tools/aspect_ratio.py").main(["--dataset", "hand_made_aspect_ratio", "--results", baseline, new,
                                     "--output", str(out)])
     printed = capsys.readouterr().out
     assert "| square | 1.00 | 100.0 | 100.0 | +0.0 |" in printed

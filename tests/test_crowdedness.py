@@ -76,7 +76,7 @@ def test_tool_prints_table_2_and_writes_figure_5(crowded, tmp_path, capsys):
     found_by_a = perfect_detections(IMAGES, lambda i: i != 2) + [(2, SQUARE, 1, 0.9)]
     baseline = write_detections(tmp_path / "baseline.json", found_by_a)
     new = write_detections(tmp_path / "new.json", perfect_detections(IMAGES))
-    load_tool("crowdedness").main(["--dataset", "hand_made_crowdedness", "--results", baseline, new,
+    load_tool("tools/crowdedness.py").main(["--dataset", "hand_made_crowdedness", "--results", baseline, new,
                                    "--names", "A", "B", "--output", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     assert f"| A | 100.0 | 100.0 | {3400 / 101:.1f} |" in printed
@@ -99,6 +99,6 @@ def test_tool_names_the_file_that_is_missing_or_malformed(crowded, tmp_path, con
     if content is not None:
         bad.write_text(content)
     with pytest.raises(SystemExit) as exit:
-        load_tool("crowdedness").main(["--dataset", "hand_made_crowdedness", "--results", good, str(bad),
+        load_tool("tools/crowdedness.py").main(["--dataset", "hand_made_crowdedness", "--results", good, str(bad),
                                        "--output", str(tmp_path / "out")])
     assert str(bad) in str(exit.value) and message in str(exit.value)
