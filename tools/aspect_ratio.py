@@ -12,11 +12,7 @@ and the slope of the line fitted to gain against aspect ratio; writes `aspect_ra
 """
 import logging
 import os
-import sys
 
-from detectron2.utils.logger import setup_logger
-
-import ltm_d2  # noqa: F401  registers the bundled dataset
 from ltm_d2.evaluation.aspect_ratio import (
     category_aspect_ratios,
     fit_line,
@@ -24,18 +20,13 @@ from ltm_d2.evaluation.aspect_ratio import (
     plot_gain_against_aspect_ratio,
 )
 from ltm_d2.evaluation.coco_ap import evaluate_boxes, per_category_ap
-from ltm_d2.evaluation.comparison import comparison_argument_parser, load_comparison, model_names
+from ltm_d2.evaluation.comparison import comparison_argument_parser, start_comparison
 
 
 def main(argv=None):
     args = comparison_argument_parser(__doc__).parse_args(argv)
-    setup_logger(name="ltm_d2")
+    coco_gt, detections, names = start_comparison(args)
     logger = logging.getLogger("ltm_d2")
-    try:
-        coco_gt, detections = load_comparison(args)
-    except (ValueError, KeyError) as e:
-        sys.exit(f"error: {e}")
-    names = model_names(args)
 
     aps = []
     for k, (name, dets) in enumerate(zip(names, detections), 1):

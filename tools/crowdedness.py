@@ -11,12 +11,8 @@ and writes the AP against the number of objects per image as `crowdedness.png`.
 """
 import logging
 import os
-import sys
 
-from detectron2.utils.logger import setup_logger
-
-import ltm_d2  # noqa: F401  registers the bundled dataset
-from ltm_d2.evaluation.comparison import comparison_argument_parser, load_comparison, model_names
+from ltm_d2.evaluation.comparison import comparison_argument_parser, start_comparison
 from ltm_d2.evaluation.crowdedness import (
     ap_on_image_groups,
     crowdedness_table,
@@ -33,13 +29,8 @@ def main(argv=None):
         help="Fig. 5 groups images of this many objects or more together (default 10)",
     )
     args = parser.parse_args(argv)
-    setup_logger(name="ltm_d2")
+    coco_gt, detections, names = start_comparison(args)
     logger = logging.getLogger("ltm_d2")
-    try:
-        coco_gt, detections = load_comparison(args)
-    except (ValueError, KeyError) as e:
-        sys.exit(f"error: {e}")
-    names = model_names(args)
 
     groups = group_images(coco_gt)
     aps = [ap_on_image_groups(coco_gt, d, groups, f"{n} Table 2 ") for n, d in zip(names, detections)]

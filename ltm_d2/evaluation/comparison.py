@@ -1,10 +1,13 @@
 """The command line shared by the tools that compare two detection result files on one dataset."""
 import argparse
 import os
+import sys
 import tempfile
 from typing import List, Tuple
 
 from pycocotools.coco import COCO
+
+from detectron2.utils.logger import setup_logger
 
 from .coco_ap import check_detections_match, coco_ground_truth, load_detections
 
@@ -52,3 +55,14 @@ def load_comparison(args: argparse.Namespace) -> Tuple[COCO, List[List[dict]]]:
         check_detections_match(coco_gt, dets, path)
     os.makedirs(args.output, exist_ok=True)
     return coco_gt, detections
+
+
+def start_comparison(args: argparse.Namespace) -> Tuple[COCO, List[List[dict]], List[str]]:
+    """Set up logging, then load what :func:`load_comparison` loads, exiting with a clear message
+    on a missing or malformed file or an unknown dataset; returns it with the models' names."""
+    setup_logger(name="ltm_d2")
+    try:
+        coco_gt, detections = load_comparison(args)
+    except (ValueError, KeyError) as e:
+        sys.exit(f"error: {e}")
+    return coco_gt, detections, model_names(args)
