@@ -89,7 +89,7 @@ def plot_matching_confidence(
     coloured by matching weight, then the accumulated heat map; written to `path`.
     """
     num_panels = len(confidences) + 1
-    figure = Figure(figsize=(3.0 * num_panels, 4.0), dpi=100, layout="constrained")
+    figure = Figure(figsize=(3.0 * num_panels, 4.0), dpi=80, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, num_panels, squeeze=False)[0]
     vmax = max(float(c.weights.max()) for c in confidences)
@@ -113,9 +113,8 @@ def plot_matching_confidence(
         ax.set_ylabel("y (px)", fontsize=8)
         ax.tick_params(labelsize=7)
     figure.colorbar(dots, ax=list(axes[:-1]), location="bottom", shrink=0.6, aspect=30,
-                    label="mean-max matching weight")
+                    label="mean-max matching weight of the bag members (paper Fig. 6)")
     axes[0].legend(handles=[_rectangle(0, 0, 0, 0, label="object")], loc="lower left", fontsize=7)
-    figure.suptitle("Matching confidence of the objects' bag members (paper Fig. 6)", fontsize=10)
     figure.savefig(path)
 
 
