@@ -37,6 +37,8 @@ def add_ltm_config(cfg):
     # LTM-AF: points of any level are bag candidates inside this central fraction of the box
     # (points of the finest level always are).
     cfg.MODEL.LTM.POINT_CENTRAL_REGION = 0.8
+    # Evaluate NMS recall (NR, NR_tau of paper Table 4) beside COCO AP; runs inference twice.
+    cfg.TEST.NMS_RECALL = False
 
     # Training stops once more than this share of the training images could not be read (each is
     # skipped and logged); 0 stops at the first.

@@ -11,14 +11,18 @@ import os
 import sys
 
 import cv2
-import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import DefaultPredictor
-from detectron2.utils.visualizer import Visualizer
 
 from ltm_d2 import load_config
-from ltm_d2.checkpoint import SafeCheckpointer
+from ltm_d2.visualization import (
+    confident_detections,
+    draw_detections,
+    draw_ground_truth,
+    safe_predictor,
+    side_by_side,
+    write_rgb,
+)
 
 
 def parse_args(argv=None):
@@ -37,25 +41,21 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.path.isfile(args.weights):
         sys.exit(f"error: checkpoint {args.weights} does not exist (train first, or pass --weights)")
-    cfg = load_config(args.config_file, [*args.opts, "MODEL.WEIGHTS", ""])
+    cfg = load_config(args.config_file, [*args.opts, "MODEL.WEIGHTS", args.weights])
     cfg.freeze()
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     metadata = MetadataCatalog.get(dataset)
-    predictor = DefaultPredictor(cfg)
-    SafeCheckpointer(predictor.model).load(args.weights)  # refuses a file that would run code
+    predictor = safe_predictor(cfg)
     os.makedirs(args.output, exist_ok=True)
     records = DatasetCatalog.get(dataset)[: args.num_images]
     for k, record in enumerate(records, 1):
         image = cv2.imread(record["file_name"])
-        instances = predictor(image)["instances"].to("cpu")
-        instances = instances[instances.scores >= args.confidence_threshold]
+        instances = confident_detections(predictor, image, args.confidence_threshold)
         rgb = image[:, :, ::-1]
-        scale = max(1.0, 512 / max(rgb.shape[:2]))  # small images are drawn enlarged, for legibility
-        truth = Visualizer(rgb, metadata, scale=scale).draw_dataset_dict(record).get_image()
-        found = Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(instances).get_image()
-        gap = np.full((truth.shape[0], 4, 3), 255, dtype=np.uint8)
+        truth = draw_ground_truth(rgb, record, metadata)
+        found = draw_detections(rgb, instances, metadata)
         path = os.path.join(args.output, os.path.basename(record["file_name"]))
-        cv2.imwrite(path, np.hstack([truth, gap, found])[:, :, ::-1])
+        write_rgb(path, side_by_side([truth, found]))
         print(f"[{k}/{len(records)}] {path}: {len(instances)} detections (left: ground truth, right: detections)")
     print(f"Pictures written to {os.path.abspath(args.output)}")
 

@@ -7,7 +7,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -15,6 +15,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
 from ..data.shapes import SPLITS, ensure_split
+from ..evaluation import NMSRecallEvaluator, WithCandidatesBeforeNMS
 from .hooks import SkippedImageMonitor
 from .resume import RandomStateHook
 
@@ -118,4 +119,15 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name):
         if dataset_name in SPLITS:
             ensure_split(dataset_name)  # COCOEvaluator reads the annotation file at once
-        return COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"))
+        coco = COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"))
+        if not cfg.TEST.NMS_RECALL:
+            return coco
+        return DatasetEvaluators([coco, NMSRecallEvaluator(dataset_name)])
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer.test; with TEST.NMS_RECALL, the model also returns its candidates before
+        NMS, for :class:`NMSRecallEvaluator`."""
+        if cfg.TEST.NMS_RECALL:
+            model = WithCandidatesBeforeNMS(model)
+        return super().test(cfg, model, evaluators)

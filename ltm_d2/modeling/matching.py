@@ -28,10 +28,26 @@ ONE_MINUS_PHI_MIN = 1e-12
 LOG_FLOOR = math.exp(-100.0)
 
 
+def mean_max_weights(phi: Tensor) -> Tensor:
+    """
+    The matching weights of the members of a bag in M+ (Eq. 10):
+    w_j = (1 / (1 - phi_j)) / sum_j' 1 / (1 - phi_j'), so that M+(phi) = sum_j w_j phi_j.
+    Uniform while all phi are small; they concentrate on the best member as its phi -> 1
+    (the anchor confidence of paper Fig. 6).
+
+    Args:
+        phi: (..., K) likelihoods in [0, 1].
+    Returns:
+        (..., K) weights, summing to 1 over each bag.
+    """
+    weight = 1.0 / (1.0 - phi).clamp(min=ONE_MINUS_PHI_MIN)
+    return weight / weight.sum(-1, keepdim=True)
+
+
 def mean_max(phi: Tensor) -> Tensor:
     """
     Positive matching function M+ (Eq. 10):
-    M+(phi) = sum_j phi_j / (1 - phi_j) / sum_j 1 / (1 - phi_j).
+    M+(phi) = sum_j phi_j / (1 - phi_j) / sum_j 1 / (1 - phi_j) = sum_j w_j phi_j.
 
     Close to the mean of the bag while all phi are small, close to their max once one phi -> 1.
 
@@ -40,8 +56,7 @@ def mean_max(phi: Tensor) -> Tensor:
     Returns:
         (...) bag likelihoods.
     """
-    weight = 1.0 / (1.0 - phi).clamp(min=ONE_MINUS_PHI_MIN)
-    return (weight * phi).sum(-1) / weight.sum(-1)
+    return (mean_max_weights(phi) * phi).sum(-1)
 
 
 def negative_mean_max(phi: Tensor) -> Tensor:

@@ -1,0 +1,1 @@
+from .nms_recall import NMSRecallEvaluator, WithCandidatesBeforeNMS, nms_recall, nms_skipped

@@ -1,0 +1,101 @@
+"""
+COCO box AP of detection result files on a registered dataset, on all of its images or on a
+subset, with pycocotools through Detectron2's own helpers. Shared by the crowdedness and the
+aspect-ratio analyses.
+"""
+import contextlib
+import io
+import json
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_json
+from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+
+DETECTION_KEYS = ("image_id", "category_id", "bbox", "score")
+
+
+def load_detections(path: str) -> List[dict]:
+    """
+    Read a `coco_instances_results.json` (what COCOEvaluator writes): a JSON list of detections,
+    each with image_id, category_id, bbox (XYWH) and score. Raises a ValueError naming the file
+    and what was expected when it is missing or malformed.
+    """
+    expected = "the coco_instances_results.json that COCOEvaluator writes"
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file (expected {expected})")
+    try:
+        with open(path) as f:
+            detections = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); expected {expected}") from None
+    if not isinstance(detections, list) or not detections:
+        raise ValueError(f"{path}: expected a non-empty JSON list of detections ({expected})")
+    for detection in detections:
+        if not isinstance(detection, dict) or any(k not in detection for k in DETECTION_KEYS):
+            raise ValueError(
+                f"{path}: every detection needs the keys {', '.join(DETECTION_KEYS)}; "
+                f"found {detection!r:.200}"
+            )
+    return detections
+
+
+def coco_ground_truth(dataset_name: str, cache_dir: str) -> COCO:
+    """
+    The COCO API object of a registered dataset: its `json_file` when it has one (the bundled
+    dataset is generated first if needed), else its records converted to COCO format in
+    `cache_dir`, as COCOEvaluator does.
+    """
+    DatasetCatalog.get(dataset_name)  # a clear KeyError for an unregistered name
+    metadata = MetadataCatalog.get(dataset_name)
+    json_file = getattr(metadata, "json_file", None)
+    if json_file is None:
+        json_file = os.path.join(cache_dir, f"{dataset_name}_coco_format.json")
+        convert_to_coco_json(dataset_name, json_file)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(json_file)
+
+
+def check_detections_match(coco_gt: COCO, detections: List[dict], path: str) -> None:
+    """Raise a ValueError if `detections` (read from `path`) name images not in `coco_gt`."""
+    unknown = {d["image_id"] for d in detections} - set(coco_gt.getImgIds())
+    if unknown:
+        raise ValueError(
+            f"{path}: {len(unknown)} image ids are not in the dataset (e.g. {sorted(unknown)[:3]}); "
+            "were these results computed on another dataset?"
+        )
+
+
+def evaluate_boxes(
+    coco_gt: COCO, detections: List[dict], img_ids: Optional[Sequence[int]] = None
+) -> COCOeval:
+    """COCO box evaluation of `detections` on the images `img_ids` (default: all), silently."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _evaluate_predictions_on_coco(
+            coco_gt, detections, "bbox", cocoeval_fn=COCOeval, img_ids=img_ids
+        )
+
+
+def average_precision(coco_eval: COCOeval) -> float:
+    """AP at IoU 0.50:0.95 in percent; NaN when the evaluated images hold no object."""
+    ap = float(coco_eval.stats[0])
+    return float("nan") if ap < 0 else 100.0 * ap
+
+
+def per_category_ap(coco_eval: COCOeval) -> np.ndarray:
+    """
+    (C,) AP in percent of each category, in the order of `coco_eval.params.catIds`, the way
+    COCOEvaluator reports AP-<category>: precision at all IoU thresholds and recall levels, all
+    areas, at most 100 detections; NaN for a category without ground truth.
+    """
+    precision = coco_eval.eval["precision"][:, :, :, 0, -1]  # (IoU, recall, category)
+    valid = precision > -1
+    total = np.where(valid, precision, 0).sum(axis=(0, 1))
+    count = valid.sum(axis=(0, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * total / count
