@@ -2,6 +2,7 @@
 import logging
 import os
 import weakref
+from collections import OrderedDict
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -14,6 +15,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..data.shapes import SPLITS, ensure_split
+from ..modeling.test_time_augmentation import DenseDetectorWithTTA
 
 
 def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -77,7 +79,24 @@ class Trainer(DefaultTrainer):
         return optimizer
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name):
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if dataset_name in SPLITS:
             ensure_split(dataset_name)  # COCOEvaluator reads the annotation file at once
-        return COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"))
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """
+        Evaluate `model` with multi-scale and flip testing (TEST.AUG.*) on every test dataset;
+        evaluator outputs go to OUTPUT_DIR/inference_TTA and result keys end in "_TTA".
+        """
+        logging.getLogger("ltm_d2").info("Running inference with test-time augmentation ...")
+        model = DenseDetectorWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, model, evaluators)
+        return OrderedDict((name + "_TTA", result) for name, result in results.items())
