@@ -28,8 +28,9 @@ def setup(args):
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ltm_d2")
     if cfg.MODEL.DEVICE == "cpu":
         logging.getLogger("detectron2").info("No GPU available: running on the CPU.")
-        # Share the cores between the workers of this machine.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+        # Share the cores this process may run on (`taskset`) between the workers of this machine.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // comm.get_local_size()))
     return cfg
 
 
