@@ -1,4 +1,6 @@
 """Multi-scale and flip testing of dense detectors: boxes in original coordinates, one merge."""
+import json
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from ltm_d2.modeling import DenseDetectorWithTTA
 from ltm_d2.modeling.test_time_augmentation import merge_detections
 
 from conftest import build_tiny_model, make_input, random_boxes, tiny_cfg
+from test_train_net import run
 
 SIZE = (64, 96)  # H, W
 
@@ -122,3 +125,15 @@ def test_merge_suppresses_overlaps_within_a_class_only():
 def test_only_dense_detectors_are_accepted():
     with pytest.raises(TypeError, match="DenseDetector"):
         DenseDetectorWithTTA(tiny_cfg(), torch.nn.Linear(2, 2))
+
+
+def test_train_net_eval_only_also_evaluates_with_test_time_augmentation(tmp_path):
+    out = tmp_path / "eval"
+    log = run("--eval-only", "MODEL.WEIGHTS", "", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.01",
+              "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(128, 160)", "TEST.AUG.MAX_SIZE", "160",
+              "OUTPUT_DIR", str(out))
+    assert "Running inference with test-time augmentation" in log
+    assert log.count("Evaluation results for bbox") == 2
+    plain = json.load(open(out / "inference" / "coco_instances_results.json"))
+    augmented = json.load(open(out / "inference_TTA" / "coco_instances_results.json"))
+    assert plain and augmented and plain != augmented
