@@ -14,9 +14,7 @@ from detectron2.structures import Boxes, Instances
 __all__ = ["DenseDetectorWithTTA", "merge_detections"]
 
 
-def merge_detections(
-    instances: Instances, nms_thresh: float, max_detections: int
-) -> Instances:
+def merge_detections(instances: Instances, nms_thresh: float, max_detections: int) -> Instances:
     """
     The detections of all augmented versions of one image, merged by one class-wise NMS.
 
@@ -94,7 +92,7 @@ class DenseDetectorWithTTA(nn.Module):
             self.model.test_nms_thresh,
             self.model.max_detections_per_image,
         )
-        # Clipped and emptied boxes dropped only after the merge, as the model itself does.
+        # Clip to the image and drop empty boxes after the NMS, where the model itself does it.
         return {"instances": detector_postprocess(merged, *orig_shape)}
 
     def _detect(self, augmented_inputs: List[Dict]) -> List[Instances]:
