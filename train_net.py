@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup, hooks, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -28,8 +28,9 @@ def setup(args):
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ltm_d2")
     if cfg.MODEL.DEVICE == "cpu":
         logging.getLogger("detectron2").info("No GPU available: running on the CPU.")
-        # Share the cores between the workers of this machine.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+        # Share the cores this process may run on (`taskset`) between the workers of this machine.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // comm.get_local_size()))
     return cfg
 
 
@@ -40,9 +41,17 @@ def main(args):
         SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        return Trainer.test(cfg, model)
+        results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(Trainer.test_with_TTA(cfg, model))
+        return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    if cfg.TEST.AUG.ENABLED:
+        # After training, also evaluate with multi-scale and flip testing.
+        trainer.register_hooks(
+            [hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))]
+        )
     return trainer.train()
 
 

@@ -9,9 +9,9 @@ import cv2
 from conftest import REPO, TINY_CONFIG
 
 
-def run(*args, script="train_net.py", expect_success=True, timeout=600):
+def run(*args, script="train_net.py", config=TINY_CONFIG, expect_success=True, timeout=600):
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, script), "--config-file", TINY_CONFIG, *args],
+        [sys.executable, os.path.join(REPO, script), "--config-file", config, *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )
     assert (result.returncode == 0) == expect_success, result.stdout[-3000:] + result.stderr[-3000:]

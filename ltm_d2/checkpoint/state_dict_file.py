@@ -4,7 +4,7 @@ from typing import Dict
 
 import torch
 
-from .safe_loading import UnsafeCheckpointError, load_torch_safely
+from .safe_loading import load_torch_safely
 
 
 class CheckpointFileError(ValueError):
@@ -23,8 +23,6 @@ def load_state_dict_file(path: str, expected: str) -> Dict[str, torch.Tensor]:
         raise CheckpointFileError(f"{path} does not exist (expected {expected})")
     try:
         checkpoint = load_torch_safely(path)
-    except UnsafeCheckpointError:
-        raise
     except Exception as e:  # unpickling errors of any kind: the file is not a torch checkpoint
         raise CheckpointFileError(f"{path} is not a torch checkpoint ({type(e).__name__}: {e}; expected {expected})")
     state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None

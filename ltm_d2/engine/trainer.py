@@ -2,6 +2,7 @@
 import logging
 import os
 import weakref
+from collections import OrderedDict
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -16,6 +17,7 @@ from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
 from ..data.shapes import SPLITS, ensure_split
 from ..evaluation import NMSRecallEvaluator, WithCandidatesBeforeNMS
+from ..modeling.test_time_augmentation import DenseDetectorWithTTA
 from .hooks import SkippedImageMonitor
 from .resume import RandomStateHook
 
@@ -116,10 +118,14 @@ class Trainer(DefaultTrainer):
             raise FloatingPointError(f"{e}\n{note}") from e
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name):
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """COCOEvaluator into `output_folder` (default OUTPUT_DIR/inference), and NR with
+        TEST.NMS_RECALL."""
         if dataset_name in SPLITS:
             ensure_split(dataset_name)  # COCOEvaluator reads the annotation file at once
-        coco = COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"))
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        coco = COCOEvaluator(dataset_name, output_dir=output_folder)
         if not cfg.TEST.NMS_RECALL:
             return coco
         return DatasetEvaluators([coco, NMSRecallEvaluator(dataset_name)])
@@ -131,3 +137,22 @@ class Trainer(DefaultTrainer):
         if cfg.TEST.NMS_RECALL:
             model = WithCandidatesBeforeNMS(model)
         return super().test(cfg, model, evaluators)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """
+        Evaluate `model` with multi-scale and flip testing (TEST.AUG.*) on every test dataset;
+        evaluator outputs go to OUTPUT_DIR/inference_TTA and result keys end in "_TTA". NMS recall
+        is of the plain model's NMS, so it is not measured here.
+        """
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.TEST.NMS_RECALL = False
+        logging.getLogger("ltm_d2").info("Running inference with test-time augmentation ...")
+        model = DenseDetectorWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, model, evaluators)
+        return OrderedDict((name + "_TTA", result) for name, result in results.items())
