@@ -53,11 +53,31 @@ def test_a_missing_image_file(tmp_path):
     assert "image id 3: image file" in message and "gone.jpg does not exist" in message
 
 
-@pytest.mark.parametrize("width, height", [(0.0, 10.0), (10.0, 0.0), (-5.0, 10.0)])
-def test_a_box_of_zero_or_negative_size(tmp_path, width, height):
+@pytest.mark.parametrize("width, height", [(-5.0, 10.0), (10.0, -0.5)])
+def test_a_box_of_negative_size(tmp_path, width, height):
     message = error_of(tmp_path, with_changes("annotations", 21, bbox=[10.0, 8.0, width, height]))
     assert f"image id 2, annotation id 21: bbox [10.0, 8.0, {width}, {height}]" in message
-    assert "expected both > 0" in message
+    assert "expected both >= 0" in message
+
+
+@pytest.mark.parametrize("width, height", [(0.0, 10.0), (10.0, 0.0)])
+def test_a_box_of_zero_size_is_counted_named_and_dropped_by_detectron2s_mapper(
+    tmp_path, caplog, width, height
+):
+    coco = with_changes("annotations", 21, bbox=[10.0, 8.0, width, height])
+    json_file, image_root = write_coco(tmp_path, coco)
+    assert validate_coco_json(json_file, image_root).num_boxes_empty == 1
+    assert "1 box(es) of zero width or height" in caplog.text
+    assert "image id 2, annotation id 21" in caplog.text
+
+    register_checked_coco(f"test_zero_size_{width}_{height}", {}, json_file, image_root)
+    record = next(
+        r for r in DatasetCatalog.get(f"test_zero_size_{width}_{height}") if r["image_id"] == 2
+    )
+    cfg = tiny_cfg("INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64,
+                   "INPUT.RANDOM_FLIP", "none")
+    instances = DatasetMapper(cfg, is_train=True)(record)["instances"]
+    assert len(instances) == len(record["annotations"]) - 1
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
@@ -127,7 +147,7 @@ def test_images_without_annotations_are_allowed_and_counted(tmp_path):
 
 def test_every_problem_is_listed_at_once(tmp_path):
     coco = with_changes("annotations", 11, category_id=7)
-    next(a for a in coco["annotations"] if a["id"] == 21)["bbox"][2] = 0.0
+    next(a for a in coco["annotations"] if a["id"] == 21)["bbox"][2] = -1.0
     message = error_of(tmp_path, coco)
     assert "2 problem(s)" in message
     assert "annotation id 11" in message and "annotation id 21" in message

@@ -1,13 +1,15 @@
 """
 Checks of a COCO-format detection dataset before training (issue 8).
 
-Detectron2 trusts its annotation file: a NaN coordinate, a box of zero size or one entirely
+Detectron2 trusts its annotation file: a NaN coordinate, a box of negative size or one entirely
 outside its image is dropped silently or trained on, an unknown category id or an annotation of
 no image fails with a bare KeyError or is dropped with a warning, a missing image file crashes the
 run when the data loader first reaches it, maybe days in. :func:`validate_coco_json` finds all of
 these at once, before training, and names the file, the image id, the annotation id, what is
 wrong and what was expected. Boxes that are only partly outside their image are accepted: the
-training mapper of Detectron2 clips them to the image (`transform_instance_annotations`).
+training mapper of Detectron2 clips them to the image (`transform_instance_annotations`). Boxes of
+zero width or height (COCO's own files hold a few) are counted and logged, and Detectron2's mapper
+leaves them out of training (`filter_empty_instances`).
 """
 import functools
 import json
@@ -44,6 +46,8 @@ class DatasetSummary:
     num_images_without_annotations: int
     # Boxes partly outside their image, which Detectron2's mapper clips to it.
     num_boxes_clipped: int
+    # Boxes of zero width or height, which Detectron2's mapper leaves out of training.
+    num_boxes_empty: int
 
 
 def _is_number(value) -> bool:
@@ -158,16 +162,18 @@ def _check_annotation(
 
 def _check_boxes(
     boxes: np.ndarray, image_sizes: np.ndarray, places: Sequence[str], problems: List[str]
-) -> int:
+) -> Tuple[int, List[str]]:
     """
     Check the values of (A, 4) XYWH `boxes` against the (A, 2) width and height of their images;
-    `places` names each annotation. Returns the number of boxes partly outside their image.
+    `places` names each annotation. Returns the number of boxes partly outside their image and
+    the places of the boxes of zero width or height.
     """
     x, y, w, h = boxes.T
     image_w, image_h = image_sizes.T
     finite = np.isfinite(boxes).all(axis=1)
     with np.errstate(invalid="ignore"):
-        positive = finite & (w > 0) & (h > 0)
+        non_negative = finite & (w >= 0) & (h >= 0)
+        positive = non_negative & (w > 0) & (h > 0)
         overlaps = positive & (x < image_w) & (y < image_h) & (x + w > 0) & (y + h > 0)
         clipped = overlaps & ((x < 0) | (y < 0) | (x + w > image_w) | (y + h > image_h))
     for i in np.flatnonzero(~finite):
@@ -175,17 +181,18 @@ def _check_boxes(
             f"{places[i]}: bbox {boxes[i].tolist()} has a NaN or infinite value, "
             "expected finite numbers"
         )
-    for i in np.flatnonzero(finite & ~positive):
+    for i in np.flatnonzero(finite & ~non_negative):
         problems.append(
             f"{places[i]}: bbox {boxes[i].tolist()} has width {w[i]:g} and height {h[i]:g}, "
-            "expected both > 0"
+            "expected both >= 0"
         )
     for i in np.flatnonzero(positive & ~overlaps):
         problems.append(
             f"{places[i]}: bbox {boxes[i].tolist()} lies entirely outside its "
             f"{image_w[i]:g} x {image_h[i]:g} image, expected it to overlap the image"
         )
-    return int(clipped.sum())
+    empty = [places[i] for i in np.flatnonzero(non_negative & ~positive)]
+    return int(clipped.sum()), empty
 
 
 def _raise_if_any(json_file: str, problems: List[str]) -> None:
@@ -204,7 +211,7 @@ def validate_coco_json(json_file: str, image_root: str) -> DatasetSummary:
     Raises:
         DatasetError: naming the file and, for each problem, the image id and annotation id, what
             is wrong and what was expected: a missing or malformed file, a missing image file,
-            boxes with NaN or infinite values, zero or negative size or entirely outside their
+            boxes with NaN or infinite values, negative size or entirely outside their
             image, unknown category or image ids, duplicate ids, no annotations at all.
     Returns:
         counts of what the file holds, when it is valid.
@@ -235,7 +242,7 @@ def _validate_coco_json(json_file: str, image_root: str, file_version) -> Datase
             boxes.append(annotation["bbox"])
             image_sizes.append(sizes[annotation["image_id"]])
             annotated.add(annotation["image_id"])
-    num_clipped = _check_boxes(
+    num_clipped, empty = _check_boxes(
         np.array(boxes, dtype=np.float64).reshape(-1, 4),
         np.array(image_sizes, dtype=np.float64).reshape(-1, 2),
         places,
@@ -248,8 +255,15 @@ def _validate_coco_json(json_file: str, image_root: str, file_version) -> Datase
         num_categories=len(category_ids),
         num_images_without_annotations=len(sizes) - len(annotated),
         num_boxes_clipped=num_clipped,
+        num_boxes_empty=len(empty),
     )
     logger.info(f"{json_file} checked: {summary}")
+    if empty:
+        listed = "; ".join(empty[:MAX_LISTED_PROBLEMS])
+        logger.warning(
+            f"{json_file}: {len(empty)} box(es) of zero width or height, left out of training by "
+            f"Detectron2's mapper: {listed}{' ...' if len(empty) > MAX_LISTED_PROBLEMS else ''}"
+        )
     return summary
 
 
