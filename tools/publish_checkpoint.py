@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import Dict, Union
+from typing import Dict, Tuple, Union
 
 import torch
 
@@ -80,16 +80,17 @@ def read_weights(path: str, fp16: bool) -> Dict[str, torch.Tensor]:
     return weights
 
 
-def publish(weights: Dict[str, torch.Tensor], config: str, metrics: Dict, folder: str) -> str:
-    """Write the shareable file into `folder`; returns its path, named after its SHA-256."""
+def publish(weights: Dict[str, torch.Tensor], config: str, metrics: Dict, folder: str) -> Tuple[str, str]:
+    """Write the shareable file into `folder`; returns its path, named after its SHA-256, and the SHA-256."""
     os.makedirs(folder, exist_ok=True)
     checkpoint = {"model": weights, "config": config, "metrics": metrics, "__author__": "ltm_d2"}
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".pth", delete=False) as f:
         torch.save(checkpoint, f)
-    path = os.path.join(folder, f"model_final_{sha256_of(f.name)[:6]}.pth")
+    sha256 = sha256_of(f.name)
+    path = os.path.join(folder, f"model_final_{sha256[:6]}.pth")
     os.replace(f.name, path)
     os.chmod(path, 0o644)  # the temporary file was private to its owner
-    return path
+    return path, sha256
 
 
 def main(argv=None):
@@ -97,8 +98,7 @@ def main(argv=None):
     weights = read_weights(args.weights or os.path.join(args.output_dir, "model_final.pth"), args.fp16)
     config = read_config_text(args.output_dir)
     metrics = read_final_metrics(args.output_dir)
-    path = publish(weights, config, metrics, args.output or args.output_dir)
-    sha256 = sha256_of(path)
+    path, sha256 = publish(weights, config, metrics, args.output or args.output_dir)
     filename = os.path.basename(path)
     url = args.url_prefix + filename if args.url_prefix else "file://" + os.path.abspath(path)
     print(f"Published {path} ({os.path.getsize(path)} bytes, SHA-256 {sha256})")
