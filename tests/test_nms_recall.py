@@ -1,4 +1,5 @@
 """NMS recall (Table 4): hand-worked numbers, the evaluator, and candidates taken before NMS."""
+import json
 import math
 
 import pytest
@@ -74,6 +75,16 @@ def test_evaluator_on_hand_made_boxes_skips_images_without_objects():
     results = evaluator.evaluate()["nms_recall"]
     for key, value in EXPECTED.items():
         assert results[key] == pytest.approx(value)
+
+
+def test_evaluator_writes_its_figures_to_the_output_dir(tmp_path):
+    register_hand_made_dataset("nms_recall_hand_made")
+    evaluator = NMSRecallEvaluator("nms_recall_hand_made", distributed=False, output_dir=str(tmp_path))
+    candidates = instances(CANDIDATES, SCORES)
+    evaluator.process([{"image_id": 1}], [{"instances": after_nms(candidates), "candidates": candidates}])
+    results = evaluator.evaluate()["nms_recall"]
+    with open(tmp_path / "nms_recall.json") as f:
+        assert json.load(f) == pytest.approx(results)
 
 
 def test_evaluator_refuses_outputs_without_candidates():

@@ -40,9 +40,12 @@ class ShapesSplit:
 SPLITS: Dict[str, ShapesSplit] = {
     "ltm_shapes_train": ShapesSplit(num_images=2000, image_size=256, seed=0),
     "ltm_shapes_val": ShapesSplit(num_images=200, image_size=256, seed=1),
+    "ltm_shapes_tune": ShapesSplit(num_images=200, image_size=256, seed=7),
     # The same task at 128 px, four times cheaper per image: what `make demo` trains on.
     "ltm_shapes_small_train": ShapesSplit(num_images=4000, image_size=128, seed=4),
     "ltm_shapes_small_val": ShapesSplit(num_images=500, image_size=128, seed=5),
+    # Held out from both: settings are tuned on it (tools/study.py), never on the val split.
+    "ltm_shapes_small_tune": ShapesSplit(num_images=500, image_size=128, seed=6),
     # Small splits for tests and smoke runs.
     "ltm_shapes_mini_train": ShapesSplit(num_images=24, image_size=128, seed=2),
     "ltm_shapes_mini_val": ShapesSplit(num_images=8, image_size=128, seed=3),

@@ -120,7 +120,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         """COCOEvaluator into `output_folder` (default OUTPUT_DIR/inference), and NR with
-        TEST.NMS_RECALL."""
+        TEST.NMS_RECALL (also written there, as nms_recall.json)."""
         if dataset_name in SPLITS:
             ensure_split(dataset_name)  # COCOEvaluator reads the annotation file at once
         if output_folder is None:
@@ -128,7 +128,7 @@ class Trainer(DefaultTrainer):
         coco = COCOEvaluator(dataset_name, output_dir=output_folder)
         if not cfg.TEST.NMS_RECALL:
             return coco
-        return DatasetEvaluators([coco, NMSRecallEvaluator(dataset_name)])
+        return DatasetEvaluators([coco, NMSRecallEvaluator(dataset_name, output_dir=output_folder)])
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

@@ -9,10 +9,12 @@ tau in {0.50, 0.55, ..., 0.90}; NR is the mean over tau. Images without objects 
 """
 import contextlib
 import itertools
+import json
 import logging
+import os
 import sys
 from collections import OrderedDict
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +106,13 @@ class NMSRecallEvaluator(DatasetEvaluator):
     NR and NR_tau of a dataset. The outputs it processes must hold "instances" (after NMS) and
     "candidates" (before NMS), as :class:`WithCandidatesBeforeNMS` gives them. The ground truth
     (crowd regions left out) comes from the dataset's records. Like COCOEvaluator, each worker
-    processes its share of the images, and the main process gathers them and computes NR.
+    processes its share of the images, and the main process gathers them and computes NR; with
+    `output_dir`, it also writes them to `output_dir/nms_recall.json`.
     """
 
-    def __init__(self, dataset_name: str, distributed: bool = True):
+    def __init__(self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None):
         self._distributed = distributed
+        self._output_dir = output_dir
         self._gt_boxes = {
             record["image_id"]: Boxes(
                 torch.tensor(
@@ -157,4 +162,8 @@ class NMSRecallEvaluator(DatasetEvaluator):
         logger.info(
             "NMS recall (%): " + ", ".join(f"{k} {v:.1f}" for k, v in results.items())
         )
+        if self._output_dir:
+            PathManager.mkdirs(self._output_dir)
+            with PathManager.open(os.path.join(self._output_dir, "nms_recall.json"), "w") as f:
+                json.dump(results, f, indent=1)
         return OrderedDict(nms_recall=results)
