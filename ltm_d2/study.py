@@ -65,14 +65,24 @@ class Preset:
     seeds: Tuple[int, ...] = (1, 2)
 
 
+def octave_anchor_sizes(smallest: Sequence[float]) -> str:
+    """ANCHOR_GENERATOR.SIZES of RetinaNet's 3 scales per octave, x * 2**(i/3), for x in `smallest`."""
+    return str([[x * 2 ** (i / 3) for i in range(3)] for x in smallest])
+
+
 _SHAPES = "configs/Shapes-Detection"
 PRESETS = {
     # About 2 hours on a 2-core CPU: the demo's model and inputs (R-18, 128 px), 600 iterations.
+    # Anchors twice their level's stride (16-256 px on P3-P7), not the demo's 8-128 px (anchor =
+    # stride): with the demo's, RetinaNet's IoU rule gives an object of the tuning split 2.1
+    # positive anchors on average and 49% of objects no anchor of IoU >= 0.5; with these, 5.0
+    # and 33%. Every detector gets the same anchors.
     "cpu": Preset(
         configs={k: f"{_SHAPES}/{k}_R_18_FPN_demo.yaml" for k in ("retinanet", "ltm", "ltm_af")},
         val_dataset="ltm_shapes_small_val",
         tune_dataset="ltm_shapes_small_tune",
-        opts=("SOLVER.MAX_ITER", "600", "SOLVER.STEPS", "(420, 540)", "SOLVER.CHECKPOINT_PERIOD", "100"),
+        opts=("MODEL.ANCHOR_GENERATOR.SIZES", octave_anchor_sizes((16, 32, 64, 128, 256)),
+              "SOLVER.MAX_ITER", "600", "SOLVER.STEPS", "(420, 540)", "SOLVER.CHECKPOINT_PERIOD", "200"),
     ),
     # One GPU: R-50, the 256 px splits, 4000 iterations.
     "gpu": Preset(

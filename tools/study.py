@@ -66,11 +66,11 @@ def main(argv=None) -> int:
     os.makedirs(output_dir, exist_ok=True)
     logger.info(f"{len(study.runs)} runs ({len(runner.pending())} to train) into {output_dir}, "
                 f"{args.jobs} at a time; evaluated on {dataset}")
-    start = time.perf_counter()
+    start, commit = time.perf_counter(), _commit()
     failed = runner.run()
     header = (
         f"# ltm_d2 study, preset `{args.preset}`, evaluated on `{dataset}`\n\n"
-        f"`python tools/study.py {' '.join(argv if argv is not None else sys.argv[1:])}` at commit {_commit()}, "
+        f"`python tools/study.py {' '.join(argv if argv is not None else sys.argv[1:])}` at commit {commit}, "
         f"{platform.machine()} {os.cpu_count()} cores; this invocation took "
         f"{(time.perf_counter() - start) / 60:.1f} min. Figures: mean ± half the spread over seeds "
         "((max - min) / 2); ΔAP is paired by seed."
