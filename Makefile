@@ -7,7 +7,7 @@ TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
 DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml
 DEMO_OUTPUT ?= output/demo
 
-.PHONY: setup test demo bench clean-venv
+.PHONY: setup test demo bench study clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ test: setup
 bench: setup
 	$(PY) bench/loss.py $(if $(BENCH_QUICK),--quick)
 	$(PY) bench/model.py $(if $(BENCH_QUICK),--quick)
+
+# Does learning to match win? Five detectors x 2 seeds and LTM ablations, trained identically
+# (tools/study.py; about 2 h on a 2-core CPU; resumes where it stopped). STUDY_ARGS="--preset gpu --jobs 4".
+study: setup
+	$(PY) tools/study.py $(STUDY_ARGS)
 
 # Train on the bundled dataset, evaluate on its val split (AP table), draw detections.
 demo: setup

@@ -84,7 +84,8 @@ PRESETS = {
         opts=("MODEL.ANCHOR_GENERATOR.SIZES", octave_anchor_sizes((16, 32, 64, 128, 256)),
               "SOLVER.MAX_ITER", "600", "SOLVER.STEPS", "(420, 540)", "SOLVER.CHECKPOINT_PERIOD", "200"),
     ),
-    # One GPU: R-50, the 256 px splits, 4000 iterations.
+    # One GPU: R-50, the 256 px splits, 4000 iterations; Base-Shapes.yaml's anchors, twice the
+    # stride as in the CPU preset.
     "gpu": Preset(
         configs={k: f"{_SHAPES}/{k}_R_50_FPN_256.yaml" for k in ("retinanet", "ltm", "ltm_af")},
         val_dataset="ltm_shapes_val",

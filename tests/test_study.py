@@ -119,7 +119,7 @@ def run_study(tmp_path, *args):
     )
 
 
-def test_study_trains_evaluates_reports_and_does_not_redo_finished_runs(tmp_path):
+def test_study_trains_evaluates_reports_and_redoes_only_unfinished_runs(tmp_path):
     args = ("--detectors", "retinanet", "ltm", "--tables", "main")
     first = run_study(tmp_path, *args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -130,10 +130,19 @@ def test_study_trains_evaluates_reports_and_does_not_redo_finished_runs(tmp_path
     assert "| LTM | 1 |" in report and "| RetinaNet | 1 |" in report and report in first.stdout
     assert (tmp_path / "study" / "crowdedness.png").stat().st_size > 0
 
+    (tmp_path / "study" / "results.md").unlink()
+    (tmp_path / "study" / "ltm_seed1" / "study_result.json").unlink()
+    partial = run_study(tmp_path, *args, "--report-only")
+    assert partial.returncode == 0 and "start " not in partial.stderr + partial.stdout
+    assert "| LTM | 0 |" in (tmp_path / "study" / "results.md").read_text()
+
     second = run_study(tmp_path, *args)
     assert second.returncode == 0
-    assert "2 runs (0 to train)" in second.stderr + second.stdout
-    assert "start " not in second.stderr + second.stdout
+    assert "2 runs (1 to train)" in second.stderr + second.stdout
+    assert "start ltm_seed1" in second.stderr + second.stdout
+    assert "start retinanet_seed1" not in second.stderr + second.stdout
+    third = run_study(tmp_path, *args)
+    assert "2 runs (0 to train)" in third.stderr + third.stdout and "start " not in third.stderr + third.stdout
 
 
 def test_a_failing_run_is_named_and_the_study_exits_nonzero(tmp_path):

@@ -37,6 +37,8 @@ def parse_args(argv=None):
     parser.add_argument("--tune", action="store_true",
                         help="evaluate on the tuning split: for choosing settings without looking at val")
     parser.add_argument("--dry-run", action="store_true", help="print the runs' commands and stop")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write and print the tables of the runs finished so far; train nothing")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -64,10 +66,10 @@ def main(argv=None) -> int:
             print(" ".join(train_command(run, runner.run_dir(name), resume=False)))
         return 0
     os.makedirs(output_dir, exist_ok=True)
-    logger.info(f"{len(study.runs)} runs ({len(runner.pending())} to train) into {output_dir}, "
+    logger.info(f"{len(study.runs)} runs ({0 if args.report_only else len(runner.pending())} to train) into {output_dir}, "
                 f"{args.jobs} at a time; evaluated on {dataset}")
     start, commit = time.perf_counter(), _commit()
-    failed = runner.run()
+    failed = [] if args.report_only else runner.run()
     header = (
         f"# ltm_d2 study, preset `{args.preset}`, evaluated on `{dataset}`\n\n"
         f"`python tools/study.py {' '.join(argv if argv is not None else sys.argv[1:])}` at commit {commit}, "
