@@ -222,11 +222,11 @@ class StudyRunner:
         os.makedirs(run_dir, exist_ok=True)
         resume = os.path.isfile(os.path.join(run_dir, "last_checkpoint"))
         command = train_command(self.study.runs[name], run_dir, resume)
-        log = open(os.path.join(run_dir, "study_train.log"), "a")
-        log.write(" ".join(command) + "\n")
-        log.flush()
         preexec = (lambda: os.sched_setaffinity(0, cores)) if cores else None
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=preexec)
+        with open(os.path.join(run_dir, "study_train.log"), "a") as log:
+            log.write(" ".join(command) + "\n")
+            log.flush()
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=preexec)
 
     def _finish(self, name: str, seconds: float) -> Dict[str, float]:
         result = run_result(self.run_dir(name), self.dataset)
@@ -294,7 +294,8 @@ def _finished(study: Study, results, label: str) -> List[Tuple[int, Dict[str, fl
 
 def _paired_with_baseline(study: Study, results, label: str) -> List[Tuple[Dict, Dict]]:
     """(result, baseline result of the same seed) for each seed where both runs are finished."""
-    baseline = dict(_finished(study, results, DETECTORS[BASELINE][0])) if DETECTORS[BASELINE][0] in study.main_rows else {}
+    label_of_baseline = DETECTORS[BASELINE][0]
+    baseline = dict(_finished(study, results, label_of_baseline)) if label_of_baseline in study.main_rows else {}
     return [(r, baseline[seed]) for seed, r in _finished(study, results, label) if seed in baseline]
 
 
