@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     failed = [] if args.report_only else runner.run()
     header = (
         f"# ltm_d2 study, preset `{args.preset}`, evaluated on `{dataset}`\n\n"
-        f"`python tools/study.py {' '.join(argv if argv is not None else sys.argv[1:])}` at commit {commit}, "
+        f"`{' '.join(['python tools/study.py', *(argv if argv is not None else sys.argv[1:])])}` at commit {commit}, "
         f"{platform.machine()} {os.cpu_count()} cores; this invocation took "
         f"{(time.perf_counter() - start) / 60:.1f} min. Figures: mean ± half the spread over seeds "
         "((max - min) / 2); ΔAP is paired by seed."
