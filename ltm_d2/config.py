@@ -6,6 +6,8 @@ import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .data.user_datasets import register_config_datasets
+
 MATCHING_MODES = ("ltm", "freeanchor", "topk")
 
 
@@ -44,12 +46,23 @@ def add_ltm_config(cfg):
     # skipped and logged); 0 stops at the first.
     cfg.DATALOADER.MAX_BAD_IMAGE_FRACTION = 0.01
 
+    # The class names the model is trained on. Empty: read from a user's dataset given as
+    # "format:path" in DATASETS.TRAIN (docs/own_data.md), which also sets NUM_CLASSES when it is 0;
+    # a run's saved config.yaml holds them, and later runs refuse data with other classes.
+    cfg.DATASETS.CLASS_NAMES = ()
+    # Keep the checkpoint of best validation METRIC (a key of the evaluation results, "bbox/AP"
+    # for COCO AP and Pascal VOC mAP) as model_best.pth; every TEST.EVAL_PERIOD iterations.
+    cfg.TEST.BEST_CHECKPOINT = CN()
+    cfg.TEST.BEST_CHECKPOINT.METRIC = ""
+    cfg.TEST.BEST_CHECKPOINT.MODE = "max"
+
 
 def load_config(config_file: str, opts: Sequence = ()) -> CN:
     """
     Detectron2's default config with the MODEL.LTM keys, `config_file` merged with safe YAML only
     (a Python tag is refused), then the KEY VALUE overrides `opts`. A config asking for CUDA on a
-    machine without a GPU runs on the CPU.
+    machine without a GPU runs on the CPU. The user's datasets it names as "format:path" are
+    registered, and the class names and count set from them.
     """
     cfg = get_cfg()
     add_ltm_config(cfg)
@@ -57,4 +70,5 @@ def load_config(config_file: str, opts: Sequence = ()) -> CN:
     cfg.merge_from_list(list(opts))
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
+    register_config_datasets(cfg)
     return cfg

@@ -294,6 +294,8 @@ def validate_training_datasets(dataset_names: Sequence[str], num_classes: int) -
     for name in dataset_names:
         metadata = MetadataCatalog.get(name)
         json_file = metadata.get("json_file")
+        if metadata.get("user_dataset") in ("voc", "csv"):
+            continue  # checked as they are read (data/user_datasets.py)
         if json_file is None:
             logger.warning(f"Dataset {name} has no COCO json_file: not checked before training")
             continue

@@ -1,4 +1,5 @@
 """The project's trainer: Detectron2's DefaultTrainer, runnable on CPU workers too."""
+import hashlib
 import logging
 import os
 import weakref
@@ -7,7 +8,9 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.data import MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_json
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils import comm
@@ -16,7 +19,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
 from ..data.shapes import SPLITS, ensure_split
-from ..evaluation import NMSRecallEvaluator, WithCandidatesBeforeNMS
+from ..evaluation import NMSRecallEvaluator, VOCEvaluator, WithCandidatesBeforeNMS
 from ..modeling.test_time_augmentation import DenseDetectorWithTTA
 from .hooks import SkippedImageMonitor
 from .resume import RandomStateHook
@@ -95,16 +98,6 @@ class Trainer(DefaultTrainer):
         """
         return build_checked_train_loader(cfg)
 
-    def build_hooks(self):
-        """
-        DefaultTrainer's hooks, with one that counts the skipped images first and one that puts
-        the random state into the checkpoints last.
-        """
-        monitor = SkippedImageMonitor(
-            self.data_loader.skipped, self.cfg.DATALOADER.MAX_BAD_IMAGE_FRACTION
-        )
-        return [monitor, *super().build_hooks(), RandomStateHook()]
-
     def run_step(self):
         """DefaultTrainer.run_step; on a non-finite loss, names the last checkpoint too."""
         try:
@@ -117,18 +110,58 @@ class Trainer(DefaultTrainer):
                 note = f"No checkpoint was written before it in {self.cfg.OUTPUT_DIR}."
             raise FloatingPointError(f"{e}\n{note}") from e
 
+    def build_hooks(self):
+        """
+        DefaultTrainer's hooks, with one that counts the skipped images first, Detectron2's
+        BestCheckpointer after the evaluation with TEST.BEST_CHECKPOINT.METRIC, and one that puts
+        the random state into the checkpoints last.
+        """
+        monitor = SkippedImageMonitor(
+            self.data_loader.skipped, self.cfg.DATALOADER.MAX_BAD_IMAGE_FRACTION
+        )
+        best = []
+        if self.cfg.TEST.BEST_CHECKPOINT.METRIC and self.cfg.TEST.EVAL_PERIOD > 0:
+            best = [
+                hooks.BestCheckpointer(
+                    self.cfg.TEST.EVAL_PERIOD,
+                    self.checkpointer,
+                    self.cfg.TEST.BEST_CHECKPOINT.METRIC,
+                    self.cfg.TEST.BEST_CHECKPOINT.MODE,
+                )
+            ]
+        return [monitor, *super().build_hooks(), *best, RandomStateHook()]
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        """COCOEvaluator into `output_folder` (default OUTPUT_DIR/inference), and NR with
-        TEST.NMS_RECALL (also written there, as nms_recall.json)."""
+        """
+        The evaluator of the dataset's `evaluator_type`, as Detectron2's tools choose it: Pascal
+        VOC mAP (VOCEvaluator) for "pascal_voc", COCOEvaluator otherwise, into `output_folder`
+        (default OUTPUT_DIR/inference); and NR with TEST.NMS_RECALL (also written there, as
+        nms_recall.json).
+        """
         if dataset_name in SPLITS:
             ensure_split(dataset_name)  # COCOEvaluator reads the annotation file at once
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-        coco = COCOEvaluator(dataset_name, output_dir=output_folder)
+        metadata = MetadataCatalog.get(dataset_name)
+        if metadata.get("evaluator_type") == "pascal_voc":
+            evaluator = VOCEvaluator(dataset_name, output_folder)
+        else:
+            if metadata.get("json_file") is None:
+                # COCOEvaluator would convert it under a file named after the dataset, which for a
+                # "format:path" dataset holds a path.
+                digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
+                json_file = os.path.join(output_folder, f"ground_truth_{digest}_coco_format.json")
+                if comm.is_main_process():
+                    convert_to_coco_json(dataset_name, json_file)
+                comm.synchronize()
+                metadata.json_file = json_file
+            evaluator = COCOEvaluator(dataset_name, output_dir=output_folder)
         if not cfg.TEST.NMS_RECALL:
-            return coco
-        return DatasetEvaluators([coco, NMSRecallEvaluator(dataset_name, output_dir=output_folder)])
+            return evaluator
+        return DatasetEvaluators(
+            [evaluator, NMSRecallEvaluator(dataset_name, output_dir=output_folder)]
+        )
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

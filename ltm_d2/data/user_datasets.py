@@ -1,0 +1,395 @@
+"""
+A user's own dataset, named in the config by its format and paths instead of a registered name:
+
+    DATASETS.TRAIN ("voc:data/trees/train",)   DATASETS.TEST ("voc:data/trees/val",)
+
+    coco:ANNOTATIONS.json[:IMAGE_DIR]   a COCO instances file; images under IMAGE_DIR (default:
+                                        the JSON's folder). Loaded by Detectron2's load_coco_json.
+    voc:DIR[:IMAGES_OR_SPLIT]           Pascal VOC XML: DIR is a VOC root (Annotations/,
+                                        JPEGImages/; the second part names an ImageSets/Main split)
+                                        or a folder of XML files (images beside them, or in the
+                                        folder the second part names).
+    csv:FILE.csv                        one box per row, image_path,x1,y1,x2,y2,class_name (pixels;
+                                        an image without boxes: image_path,,,,,); image paths
+                                        relative to the CSV's folder.
+
+Such a name registers itself in Detectron2's DatasetCatalog when a config holding it is loaded
+(:func:`register_config_datasets`, called by `load_config`), so every process that reads the
+config, spawned workers included, sees the dataset. Class names come from the data; the training
+set decides them and the test sets must agree (see :func:`dataset_classes`).
+"""
+import csv
+import functools
+import glob
+import logging
+import os
+import xml.etree.ElementTree as ET
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+from detectron2.structures import BoxMode
+
+from .validation import DatasetError, _check_boxes, _raise_if_any, _read_coco_json, validate_coco_json
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("coco", "voc", "csv")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+class DatasetSpec(NamedTuple):
+    """A dataset named by `format:path[:second]`."""
+
+    format: str
+    path: str
+    second: Optional[str]
+
+
+def is_dataset_spec(name: str) -> bool:
+    """Whether a dataset name is a `format:path` of a user's dataset, not a registered name."""
+    return name.split(":", 1)[0] in FORMATS and ":" in name
+
+
+def parse_dataset_spec(name: str) -> DatasetSpec:
+    fmt, _, rest = name.partition(":")
+    if fmt not in FORMATS or not rest:
+        raise DatasetError(
+            f"dataset {name!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}"
+        )
+    path, _, second = rest.partition(":")
+    return DatasetSpec(fmt, path, second or None)
+
+
+class Loaded(NamedTuple):
+    """A dataset read from its files: Detectron2 records whose category_id indexes `classes`
+    (the dataset's own class names, in their order)."""
+
+    records: List[dict]
+    classes: List[str]
+
+
+def _image_size(path: str, where: str) -> Tuple[int, int]:
+    """(height, width) from the image file's header."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError) as e:
+        raise DatasetError(f"{where}: cannot read image {path}: {e}") from e
+    return height, width
+
+
+def _check_record_boxes(source: str, records: List[dict], places: List[List[str]]) -> None:
+    """The project's box checks (validation._check_boxes) on XYXY records; `places[i][j]` names
+    annotation j of record i. Raises a DatasetError listing every bad box."""
+    boxes, sizes, where = [], [], []
+    for record, names in zip(records, places):
+        for annotation, place in zip(record["annotations"], names):
+            x1, y1, x2, y2 = annotation["bbox"]
+            boxes.append([x1, y1, x2 - x1, y2 - y1])
+            sizes.append([record["width"], record["height"]])
+            where.append(place)
+    problems: List[str] = []
+    _, empty = _check_boxes(
+        np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        np.array(sizes, dtype=np.float64).reshape(-1, 2),
+        where,
+        problems,
+    )
+    _raise_if_any(source, problems)
+    if empty:
+        logger.warning(f"{source}: {len(empty)} box(es) of zero width or height, not trained on")
+
+
+def _index_classes(records: List[dict], names: List[List[str]]) -> List[str]:
+    """Set category_id of every annotation from its class name (`names[i][j]`, annotation j of
+    record i), classes in alphabetical order; returns the classes."""
+    classes = sorted({n for per_image in names for n in per_image})
+    index = {name: i for i, name in enumerate(classes)}
+    for record, per_image in zip(records, names):
+        for annotation, name in zip(record["annotations"], per_image):
+            annotation["category_id"] = index[name]
+    return classes
+
+
+def load_csv(csv_file: str) -> Loaded:
+    """Rows `image_path,x1,y1,x2,y2,class_name` (keras-retinanet's format; a header row naming
+    the columns is allowed); an image without boxes is a row with the five box fields empty."""
+    if not os.path.isfile(csv_file):
+        raise DatasetError(f"{csv_file}: the CSV file does not exist")
+    root = os.path.dirname(csv_file)
+    by_image: Dict[str, dict] = {}
+    names: Dict[str, List[str]] = {}
+    places: Dict[str, List[str]] = {}
+    with open(csv_file, newline="", encoding="utf-8-sig") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            where = f"{csv_file}, line {line}"
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != 6:
+                raise DatasetError(
+                    f"{where}: {len(row)} field(s), expected 6: image_path,x1,y1,x2,y2,class_name"
+                )
+            path, *coordinates, name = (field.strip() for field in row)
+            if line == 1 and coordinates[0].lower() in ("x1", "xmin"):
+                continue  # a header
+            if path not in by_image:
+                file_name = os.path.join(root, path)
+                if not os.path.isfile(file_name):
+                    raise DatasetError(f"{where}: image {file_name} does not exist")
+                height, width = _image_size(file_name, where)
+                by_image[path] = {
+                    "file_name": file_name,
+                    "image_id": len(by_image),
+                    "height": height,
+                    "width": width,
+                    "annotations": [],
+                }
+                names[path], places[path] = [], []
+            if not any(coordinates) and not name:
+                continue
+            try:
+                box = [float(c) for c in coordinates]
+            except ValueError:
+                raise DatasetError(
+                    f"{where}: box {','.join(coordinates)}, expected four numbers x1,y1,x2,y2"
+                ) from None
+            if not name:
+                raise DatasetError(f"{where}: no class name, expected one in the sixth field")
+            by_image[path]["annotations"].append({"bbox": box, "bbox_mode": BoxMode.XYXY_ABS})
+            names[path].append(name)
+            places[path].append(where)
+    records = list(by_image.values())
+    _check_record_boxes(csv_file, records, list(places.values()))
+    return Loaded(records, _index_classes(records, list(names.values())))
+
+
+def _voc_layout(spec: DatasetSpec) -> Tuple[List[str], Optional[str]]:
+    """The XML files of a VOC dataset and the folder of its images (None: beside each XML or
+    named by it)."""
+    root = spec.path
+    if not os.path.isdir(root):
+        raise DatasetError(f"{root}: the Pascal VOC folder does not exist")
+    annotations = os.path.join(root, "Annotations")
+    if os.path.isdir(annotations):  # the VOC layout
+        images = os.path.join(root, "JPEGImages")
+        if spec.second is None:
+            return sorted(glob.glob(os.path.join(annotations, "*.xml"))), images
+        split_file = os.path.join(root, "ImageSets", "Main", spec.second + ".txt")
+        if not os.path.isfile(split_file):
+            raise DatasetError(f"{split_file}: the split file of split {spec.second!r} does not exist")
+        with open(split_file, encoding="utf-8") as f:
+            ids = [line.split()[0] for line in f if line.strip()]
+        return [os.path.join(annotations, i + ".xml") for i in ids], images
+    return sorted(glob.glob(os.path.join(root, "*.xml"))), spec.second
+
+
+def _xml_number(element, tag: str, where: str) -> float:
+    child = element.find(tag)
+    try:
+        return float(child.text)
+    except (AttributeError, TypeError, ValueError):
+        found = "nothing" if child is None else repr(child.text)
+        raise DatasetError(f"{where}: <{tag}> is {found}, expected a number") from None
+
+
+def _voc_image(xml_file: str, tree: ET.ElementTree, image_dir: Optional[str]) -> str:
+    """The image of an annotation file: <filename> in the image folder (default: the XML's
+    folder), else a file with the XML's name and an image extension."""
+    folder = image_dir or os.path.dirname(xml_file)
+    named = (tree.findtext("filename") or "").strip()
+    stem = os.path.splitext(os.path.basename(xml_file))[0]
+    candidates = [os.path.join(folder, named)] if named else []
+    candidates += [os.path.join(folder, stem + ext) for ext in IMAGE_EXTENSIONS]
+    candidates += [os.path.join(folder, stem + ext.upper()) for ext in IMAGE_EXTENSIONS]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise DatasetError(
+        f"{xml_file}: image {candidates[0]} does not exist (nor {stem} with another image "
+        f"extension in {folder})"
+    )
+
+
+def load_voc(spec: DatasetSpec) -> Loaded:
+    """Pascal VOC XML files (see the module's docstring for the layouts). Coordinates are VOC's
+    1-based pixel indices, as Detectron2's `load_voc_instances` reads them; the <difficult> flag
+    is kept for evaluation and the object is trained on, as Detectron2 does."""
+    xml_files, image_dir = _voc_layout(spec)
+    if not xml_files:
+        raise DatasetError(f"{spec.path}: no .xml annotation files, expected Pascal VOC XML")
+    records, names, places = [], [], []
+    for image_id, xml_file in enumerate(xml_files):
+        if not os.path.isfile(xml_file):
+            raise DatasetError(f"{xml_file}: the annotation file does not exist")
+        try:
+            tree = ET.parse(xml_file)
+        except ET.ParseError as e:
+            raise DatasetError(f"{xml_file}: not valid XML: {e}") from e
+        if tree.getroot().tag != "annotation":
+            raise DatasetError(
+                f"{xml_file}: root element <{tree.getroot().tag}>, expected Pascal VOC's <annotation>"
+            )
+        size = tree.find("size")
+        if size is None:
+            raise DatasetError(f"{xml_file}: no <size>, expected <size><width>..<height>..</size>")
+        record = {
+            "file_name": _voc_image(xml_file, tree, image_dir),
+            "image_id": image_id,
+            "height": int(_xml_number(size, "height", xml_file)),
+            "width": int(_xml_number(size, "width", xml_file)),
+            "annotations": [],
+        }
+        if record["height"] <= 0 or record["width"] <= 0:
+            record["height"], record["width"] = _image_size(record["file_name"], xml_file)
+        record_names, record_places = [], []
+        for number, obj in enumerate(tree.findall("object"), start=1):
+            where = f"{xml_file}, object {number}"
+            name = (obj.findtext("name") or "").strip()
+            box = obj.find("bndbox")
+            if not name or box is None:
+                raise DatasetError(f"{where}: expected a <name> and a <bndbox> in each <object>")
+            x1, y1, x2, y2 = (_xml_number(box, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
+            difficult = obj.findtext("difficult")
+            record["annotations"].append(
+                {
+                    "bbox": [x1 - 1.0, y1 - 1.0, x2, y2],
+                    "bbox_mode": BoxMode.XYXY_ABS,
+                    "difficult": int(difficult.strip() == "1") if difficult else 0,
+                }
+            )
+            record_names.append(name)
+            record_places.append(where)
+        records.append(record)
+        names.append(record_names)
+        places.append(record_places)
+    _check_record_boxes(spec.path, records, places)
+    return Loaded(records, _index_classes(records, names))
+
+
+def load_coco(spec: DatasetSpec, name: str) -> Loaded:
+    """A COCO instances file, checked (validate_coco_json), then read by load_coco_json; its
+    classes are its categories in the order of their ids."""
+    image_root = spec.second or os.path.dirname(spec.path)
+    validate_coco_json(spec.path, image_root)
+    categories = sorted(_read_coco_json(spec.path)["categories"], key=lambda c: c["id"])
+    # With the dataset's name, load_coco_json maps category ids to 0..C-1 in the metadata.
+    records = load_coco_json(spec.path, image_root, dataset_name=name)
+    return Loaded(records, [c["name"] for c in categories])
+
+
+def _file_version(path: str):
+    """What changes when a file or folder changes: modification time and size."""
+    stat = os.stat(path) if os.path.exists(path) else None
+    return (stat.st_mtime_ns, stat.st_size) if stat else None
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name: str, version) -> Loaded:
+    spec = parse_dataset_spec(name)
+    if spec.format == "coco":
+        loaded = load_coco(spec, name)
+    else:
+        loaded = load_voc(spec) if spec.format == "voc" else load_csv(spec.path)
+    if not loaded.records:
+        raise DatasetError(f"{spec.path}: no images, expected at least one")
+    return loaded
+
+
+def load_dataset(name: str) -> Loaded:
+    """Read a `format:path` dataset (once per version of its file)."""
+    return _load(name, _file_version(parse_dataset_spec(name).path))
+
+
+def dataset_classes(train: Sequence[str], test: Sequence[str]) -> Dict[str, List[str]]:
+    """
+    The class names of every `format:path` dataset of `train` and `test`, with the same names and
+    ids for all: the first training dataset's (the first test dataset's when there is no training
+    dataset). A COCO file must have exactly these categories; a VOC or CSV dataset must not name
+    a class outside them. Raises a DatasetError naming the difference.
+    """
+    names = [n for n in (*train, *test) if is_dataset_spec(n)]
+    if not names:
+        return {}
+    reference = names[0]
+    classes = load_dataset(reference).classes
+    result = {}
+    for name in names:
+        own = load_dataset(name).classes
+        # A COCO file numbers its categories itself: they must be the same; elsewhere a test set
+        # may lack a class.
+        coco = parse_dataset_spec(name).format == "coco"
+        same = own == classes if coco else set(own) <= set(classes)
+        if not same:
+            extra = [c for c in own if c not in classes]
+            missing = [c for c in classes if c not in own]
+            raise DatasetError(
+                f"dataset {name}: its classes disagree with those of {reference}, which decides "
+                f"them: {f'classes {extra} are not in it' if extra else ''}"
+                f"{'; ' if extra and missing else ''}"
+                f"{f'classes {missing} are missing' if missing else ''}"
+                f"{'' if extra or missing else 'the same names in another order (category ids)'}"
+                f"; expected {classes}"
+            )
+        result[name] = classes
+    return result
+
+
+def _records(name: str, classes: List[str]) -> List[dict]:
+    """The records of a `format:path` dataset, category ids into `classes`."""
+    loaded = load_dataset(name)
+    remap = np.array([classes.index(c) for c in loaded.classes], dtype=np.int64)
+    records = []
+    for record in loaded.records:
+        annotations = [{**a, "category_id": int(remap[a["category_id"]])} for a in record["annotations"]]
+        records.append({**record, "annotations": annotations})
+    return records
+
+
+def register_dataset(name: str, classes: List[str]) -> None:
+    """Register a `format:path` dataset with these class names (idempotent)."""
+    if name in DatasetCatalog.list():
+        if MetadataCatalog.get(name).get("thing_classes") == classes:
+            return
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    spec = parse_dataset_spec(name)
+    DatasetCatalog.register(name, lambda: _records(name, classes))
+    metadata = {"thing_classes": list(classes), "user_dataset": spec.format}
+    metadata["evaluator_type"] = "pascal_voc" if spec.format == "voc" else "coco"
+    if spec.format == "coco":
+        metadata["json_file"] = spec.path
+        metadata["image_root"] = spec.second or os.path.dirname(spec.path)
+    MetadataCatalog.get(name).set(**metadata)
+
+
+def register_config_datasets(cfg) -> None:
+    """
+    Register the `format:path` datasets of cfg.DATASETS.TRAIN and TEST, and set the config's
+    class names and count from them: DATASETS.CLASS_NAMES (empty: from the data; otherwise it
+    must equal the data's) and MODEL.RETINANET.NUM_CLASSES (0: from the data; otherwise it must
+    equal the number of classes).
+    """
+    classes = dataset_classes(cfg.DATASETS.TRAIN, cfg.DATASETS.TEST)
+    if not classes:
+        return
+    for name, names in classes.items():
+        register_dataset(name, names)
+    names = next(iter(classes.values()))
+    if cfg.DATASETS.CLASS_NAMES and list(cfg.DATASETS.CLASS_NAMES) != names:
+        raise DatasetError(
+            f"the config's DATASETS.CLASS_NAMES {list(cfg.DATASETS.CLASS_NAMES)} (the classes the "
+            f"model was trained on) differ from the data's {names}"
+        )
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+    if num_classes not in (0, len(names)):
+        raise DatasetError(
+            f"the data has {len(names)} classes {names}, but the config sets "
+            f"MODEL.RETINANET.NUM_CLASSES {num_classes}: set it to {len(names)}, or to 0 to take "
+            "it from the data"
+        )
+    cfg.DATASETS.CLASS_NAMES = tuple(names)
+    cfg.MODEL.RETINANET.NUM_CLASSES = len(names)

@@ -1,0 +1,67 @@
+"""Pascal VOC mAP of any registered detection dataset, with Detectron2's VOC evaluator."""
+import hashlib
+import logging
+import os
+import xml.etree.ElementTree as ET
+
+import torch
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import PascalVOCDetectionEvaluator
+from detectron2.structures import BoxMode
+from detectron2.utils import comm
+
+
+def write_voc_annotations(dataset_name: str, folder: str) -> None:
+    """
+    The ground truth of a dataset as the files Detectron2's `voc_eval` reads: folder/<i>.xml for
+    record i (VOC's 1-based integer corners; <difficult> from the annotation, default 0) and
+    folder/images.txt listing them.
+    """
+    records = DatasetCatalog.get(dataset_name)
+    classes = MetadataCatalog.get(dataset_name).thing_classes
+    os.makedirs(folder, exist_ok=True)
+    for i, record in enumerate(records):
+        root = ET.Element("annotation")
+        for annotation in record.get("annotations", []):
+            x1, y1, x2, y2 = BoxMode.convert(annotation["bbox"], annotation["bbox_mode"], BoxMode.XYXY_ABS)
+            obj = ET.SubElement(root, "object")
+            ET.SubElement(obj, "name").text = classes[annotation["category_id"]]
+            ET.SubElement(obj, "pose").text = "Unspecified"
+            ET.SubElement(obj, "truncated").text = "0"
+            ET.SubElement(obj, "difficult").text = str(annotation.get("difficult", 0))
+            box = ET.SubElement(obj, "bndbox")
+            for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (x1 + 1, y1 + 1, x2, y2)):
+                ET.SubElement(box, tag).text = str(round(value))
+        ET.ElementTree(root).write(os.path.join(folder, f"{i}.xml"))
+    with open(os.path.join(folder, "images.txt"), "w") as f:
+        f.write("\n".join(str(i) for i in range(len(records))))
+
+
+class VOCEvaluator(PascalVOCDetectionEvaluator):
+    """
+    Detectron2's PascalVOCDetectionEvaluator (mAP at IoU 0.5 to 0.95, "bbox/AP50" the VOC
+    figure; VOC 2012's area under the curve, or VOC 2007's 11 points with `use_07_metric`) for
+    any layout of the ground truth: it is written out as VOC files (write_voc_annotations) into
+    `output_dir`, which Detectron2's evaluator otherwise expects in a VOC root.
+    """
+
+    def __init__(self, dataset_name: str, output_dir: str, use_07_metric: bool = False):
+        self._dataset_name = dataset_name
+        self._class_names = MetadataCatalog.get(dataset_name).thing_classes
+        self._is_2007 = use_07_metric
+        self._cpu_device = torch.device("cpu")
+        # Detectron2 caches the files it parsed by path: one folder per dataset.
+        digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
+        folder = os.path.join(output_dir, f"voc_ground_truth_{digest}")
+        if comm.is_main_process():
+            write_voc_annotations(dataset_name, folder)
+        comm.synchronize()
+        self._anno_file_template = os.path.join(folder, "{}.xml")
+        self._image_set_path = os.path.join(folder, "images.txt")
+        self._ids = {record["image_id"]: i for i, record in enumerate(DatasetCatalog.get(dataset_name))}
+        self._logger = logging.getLogger(__name__)
+
+    def process(self, inputs, outputs):
+        # Detectron2's, with each image named by its position in the dataset, as on disk.
+        super().process([{**i, "image_id": self._ids[i["image_id"]]} for i in inputs], outputs)
