@@ -15,6 +15,7 @@ import cv2
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ltm_d2 import load_config
+from ltm_d2.data.user_datasets import ensure_registered
 from ltm_d2.visualization import (
     confident_detections,
     draw_detections,
@@ -43,7 +44,7 @@ def main(argv=None):
         sys.exit(f"error: checkpoint {args.weights} does not exist (train first, or pass --weights)")
     cfg = load_config(args.config_file, [*args.opts, "MODEL.WEIGHTS", args.weights])
     cfg.freeze()
-    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    dataset = ensure_registered(args.dataset or cfg.DATASETS.TEST[0], cfg.DATASETS.CLASS_NAMES)
     metadata = MetadataCatalog.get(dataset)
     predictor = safe_predictor(cfg)
     os.makedirs(args.output, exist_ok=True)

@@ -25,6 +25,7 @@ from detectron2.utils.logger import setup_logger
 
 from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
+from ltm_d2.data.user_datasets import ensure_registered
 from ltm_d2.evaluation.matching_confidence import bag_confidence, network_input, plot_matching_confidence
 
 
@@ -51,7 +52,9 @@ def main(argv=None):
             sys.exit(f"error: {path} does not exist")
     cfg = load_config(args.config_file, [*args.opts, "MODEL.LTM.BAG_SAMPLE", 0])
     cfg.freeze()
-    records = DatasetCatalog.get(args.dataset or cfg.DATASETS.TEST[0])
+    records = DatasetCatalog.get(
+        ensure_registered(args.dataset or cfg.DATASETS.TEST[0], cfg.DATASETS.CLASS_NAMES)
+    )
     if not 0 <= args.image_index < len(records):
         sys.exit(f"error: --image-index {args.image_index}: the dataset has {len(records)} images")
     batched_input = network_input(cfg, records[args.image_index])

@@ -6,13 +6,14 @@ import itertools
 import logging
 from typing import Iterator, Optional
 
-from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import DatasetCatalog, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
 from .mapper import SkippedImages, SkippingDatasetMapper
 from .shapes import SPLITS, ensure_split
-from .validation import validate_training_datasets
+from .user_datasets import is_dataset_spec
+from .validation import DatasetError, validate_training_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +67,24 @@ class TrainLoader:
 
 def build_checked_train_loader(cfg) -> TrainLoader:
     """
-    Check the annotation files of cfg.DATASETS.TRAIN (:func:`validate_training_datasets`; errors
-    before any training), then build Detectron2's training loader with a mapper that skips and
+    Check the annotation files of cfg.DATASETS.TRAIN (:func:`validate_training_datasets`) and the
+    classes of a user's test datasets (errors before any training), then build Detectron2's training loader with a mapper that skips and
     counts the images it cannot read (:class:`SkippingDatasetMapper`), a ResumableTrainingSampler
     in place of its TrainingSampler (same seed), and the DataLoader's own generator seeded from
     cfg.SEED (when set), so that creating the loader draws nothing from torch's global generator.
     """
+    if not cfg.DATASETS.TRAIN:
+        raise DatasetError(
+            "DATASETS.TRAIN is empty: name the training data, e.g. "
+            """DATASETS.TRAIN '("voc:data/train",)' (formats coco:, voc:, csv:; docs/own_data.md)"""
+        )
     for name in cfg.DATASETS.TRAIN:
         if name in SPLITS:
             ensure_split(name)  # the bundled dataset is generated on first use
     validate_training_datasets(cfg.DATASETS.TRAIN, cfg.MODEL.RETINANET.NUM_CLASSES)
+    for name in cfg.DATASETS.TEST:
+        if is_dataset_spec(name):
+            DatasetCatalog.get(name)  # its classes are checked now, not after training
     dataset = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     )

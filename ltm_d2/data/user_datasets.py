@@ -70,6 +70,8 @@ class Loaded(NamedTuple):
 
     records: List[dict]
     classes: List[str]
+    # Where each class is first named (file, line or object), for errors.
+    first_place: Dict[str, str]
 
 
 def _image_size(path: str, where: str) -> Tuple[int, int]:
@@ -104,15 +106,19 @@ def _check_record_boxes(source: str, records: List[dict], places: List[List[str]
         logger.warning(f"{source}: {len(empty)} box(es) of zero width or height, not trained on")
 
 
-def _index_classes(records: List[dict], names: List[List[str]]) -> List[str]:
-    """Set category_id of every annotation from its class name (`names[i][j]`, annotation j of
-    record i), classes in alphabetical order; returns the classes."""
-    classes = sorted({n for per_image in names for n in per_image})
+def _with_classes(records: List[dict], names: List[List[str]], places: List[List[str]]) -> Loaded:
+    """The dataset whose annotation j of record i is of class `names[i][j]`, named at
+    `places[i][j]`: classes in alphabetical order, category ids set."""
+    first_place: Dict[str, str] = {}
+    for per_image, where in zip(names, places):
+        for name, place in zip(per_image, where):
+            first_place.setdefault(name, place)
+    classes = sorted(first_place)
     index = {name: i for i, name in enumerate(classes)}
     for record, per_image in zip(records, names):
         for annotation, name in zip(record["annotations"], per_image):
             annotation["category_id"] = index[name]
-    return classes
+    return Loaded(records, classes, first_place)
 
 
 def load_csv(csv_file: str) -> Loaded:
@@ -164,7 +170,7 @@ def load_csv(csv_file: str) -> Loaded:
             places[path].append(where)
     records = list(by_image.values())
     _check_record_boxes(csv_file, records, list(places.values()))
-    return Loaded(records, _index_classes(records, list(names.values())))
+    return _with_classes(records, list(names.values()), list(places.values()))
 
 
 def _voc_layout(spec: DatasetSpec) -> Tuple[List[str], Optional[str]]:
@@ -267,7 +273,7 @@ def load_voc(spec: DatasetSpec) -> Loaded:
         names.append(record_names)
         places.append(record_places)
     _check_record_boxes(spec.path, records, places)
-    return Loaded(records, _index_classes(records, names))
+    return _with_classes(records, names, places)
 
 
 def load_coco(spec: DatasetSpec, name: str) -> Loaded:
@@ -278,7 +284,8 @@ def load_coco(spec: DatasetSpec, name: str) -> Loaded:
     categories = sorted(_read_coco_json(spec.path)["categories"], key=lambda c: c["id"])
     # With the dataset's name, load_coco_json maps category ids to 0..C-1 in the metadata.
     records = load_coco_json(spec.path, image_root, dataset_name=name)
-    return Loaded(records, [c["name"] for c in categories])
+    classes = [c["name"] for c in categories]
+    return Loaded(records, classes, {c: f"{spec.path}, categories" for c in classes})
 
 
 def _file_version(path: str):
@@ -304,60 +311,56 @@ def load_dataset(name: str) -> Loaded:
     return _load(name, _file_version(parse_dataset_spec(name).path))
 
 
-def dataset_classes(train: Sequence[str], test: Sequence[str]) -> Dict[str, List[str]]:
+def check_classes(name: str, classes: Sequence[str], reference: str) -> None:
     """
-    The class names of every `format:path` dataset of `train` and `test`, with the same names and
-    ids for all: the first training dataset's (the first test dataset's when there is no training
-    dataset). A COCO file must have exactly these categories; a VOC or CSV dataset must not name
-    a class outside them. Raises a DatasetError naming the difference.
+    Raise a DatasetError when the classes of the `format:path` dataset `name` disagree with
+    `classes` (those of `reference`, which decides them): a COCO file numbers its categories
+    itself, so it must have exactly these, in this order of ids; a VOC or CSV dataset must not
+    name a class outside them (a test set may lack one).
     """
-    names = [n for n in (*train, *test) if is_dataset_spec(n)]
-    if not names:
-        return {}
-    reference = names[0]
-    classes = load_dataset(reference).classes
-    result = {}
-    for name in names:
-        own = load_dataset(name).classes
-        # A COCO file numbers its categories itself: they must be the same; elsewhere a test set
-        # may lack a class.
-        coco = parse_dataset_spec(name).format == "coco"
-        same = own == classes if coco else set(own) <= set(classes)
-        if not same:
-            extra = [c for c in own if c not in classes]
-            missing = [c for c in classes if c not in own]
-            raise DatasetError(
-                f"dataset {name}: its classes disagree with those of {reference}, which decides "
-                f"them: {f'classes {extra} are not in it' if extra else ''}"
-                f"{'; ' if extra and missing else ''}"
-                f"{f'classes {missing} are missing' if missing else ''}"
-                f"{'' if extra or missing else 'the same names in another order (category ids)'}"
-                f"; expected {classes}"
-            )
-        result[name] = classes
-    return result
-
-
-def _records(name: str, classes: List[str]) -> List[dict]:
-    """The records of a `format:path` dataset, category ids into `classes`."""
     loaded = load_dataset(name)
-    remap = np.array([classes.index(c) for c in loaded.classes], dtype=np.int64)
+    own = loaded.classes
+    if parse_dataset_spec(name).format == "coco":
+        if own == list(classes):
+            return
+        extra = [c for c in own if c not in classes]
+        missing = [c for c in classes if c not in own]
+        difference = "; ".join(
+            [f"categories {extra} are not in {reference}"] * bool(extra)
+            + [f"categories {missing} of {reference} are missing"] * bool(missing)
+        ) or "the same names under other category ids"
+        raise DatasetError(f"{name}: {difference}; expected the categories {list(classes)}")
+    extra = [c for c in own if c not in classes]
+    if extra:
+        raise DatasetError(
+            f"{name}: class {extra[0]!r} ({loaded.first_place[extra[0]]}) is not among the classes "
+            f"of {reference}, {list(classes)}"
+            + (f"; nor are {extra[1:]}" if len(extra) > 1 else "")
+        )
+
+
+def _records(name: str, classes: List[str], reference: str) -> List[dict]:
+    """The records of a `format:path` dataset, category ids into `classes`."""
+    check_classes(name, classes, reference)
+    loaded = load_dataset(name)
+    remap = [classes.index(c) for c in loaded.classes]
     records = []
     for record in loaded.records:
-        annotations = [{**a, "category_id": int(remap[a["category_id"]])} for a in record["annotations"]]
+        annotations = [{**a, "category_id": remap[a["category_id"]]} for a in record["annotations"]]
         records.append({**record, "annotations": annotations})
     return records
 
 
-def register_dataset(name: str, classes: List[str]) -> None:
-    """Register a `format:path` dataset with these class names (idempotent)."""
+def register_dataset(name: str, classes: List[str], reference: str) -> None:
+    """Register a `format:path` dataset with these class names, those of `reference` (idempotent).
+    Loading it fails when its own classes disagree (check_classes)."""
     if name in DatasetCatalog.list():
         if MetadataCatalog.get(name).get("thing_classes") == classes:
             return
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     spec = parse_dataset_spec(name)
-    DatasetCatalog.register(name, lambda: _records(name, classes))
+    DatasetCatalog.register(name, lambda: _records(name, classes, reference))
     metadata = {"thing_classes": list(classes), "user_dataset": spec.format}
     metadata["evaluator_type"] = "pascal_voc" if spec.format == "voc" else "coco"
     if spec.format == "coco":
@@ -369,27 +372,43 @@ def register_dataset(name: str, classes: List[str]) -> None:
 def register_config_datasets(cfg) -> None:
     """
     Register the `format:path` datasets of cfg.DATASETS.TRAIN and TEST, and set the config's
-    class names and count from them: DATASETS.CLASS_NAMES (empty: from the data; otherwise it
-    must equal the data's) and MODEL.RETINANET.NUM_CLASSES (0: from the data; otherwise it must
-    equal the number of classes).
+    class names and count from the data. DATASETS.CLASS_NAMES empty: the first of these datasets
+    (a training one, when there is one) decides the classes and every other one is checked
+    against it now; otherwise they are the config's (a trained model's) and each dataset is
+    checked when it is loaded. MODEL.RETINANET.NUM_CLASSES is set to their number when 0, and must
+    equal it otherwise.
     """
-    classes = dataset_classes(cfg.DATASETS.TRAIN, cfg.DATASETS.TEST)
-    if not classes:
+    names = [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if is_dataset_spec(n)]
+    if not names:
         return
-    for name, names in classes.items():
-        register_dataset(name, names)
-    names = next(iter(classes.values()))
-    if cfg.DATASETS.CLASS_NAMES and list(cfg.DATASETS.CLASS_NAMES) != names:
-        raise DatasetError(
-            f"the config's DATASETS.CLASS_NAMES {list(cfg.DATASETS.CLASS_NAMES)} (the classes the "
-            f"model was trained on) differ from the data's {names}"
-        )
+    if cfg.DATASETS.CLASS_NAMES:
+        classes, reference = list(cfg.DATASETS.CLASS_NAMES), "the config's DATASETS.CLASS_NAMES"
+    else:
+        classes, reference = load_dataset(names[0]).classes, names[0]
+        for name in names[1:]:
+            check_classes(name, classes, reference)
     num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
-    if num_classes not in (0, len(names)):
+    if num_classes not in (0, len(classes)):
         raise DatasetError(
-            f"the data has {len(names)} classes {names}, but the config sets "
-            f"MODEL.RETINANET.NUM_CLASSES {num_classes}: set it to {len(names)}, or to 0 to take "
+            f"the data has {len(classes)} classes {classes}, but the config sets "
+            f"MODEL.RETINANET.NUM_CLASSES {num_classes}: set it to {len(classes)}, or to 0 to take "
             "it from the data"
         )
-    cfg.DATASETS.CLASS_NAMES = tuple(names)
-    cfg.MODEL.RETINANET.NUM_CLASSES = len(names)
+    for name in names:
+        register_dataset(name, classes, reference)
+    cfg.DATASETS.CLASS_NAMES = tuple(classes)
+    cfg.MODEL.RETINANET.NUM_CLASSES = len(classes)
+
+
+def ensure_registered(name: str, class_names: Sequence[str] = ()) -> str:
+    """
+    For a tool's `--dataset NAME`: a `format:path` dataset not registered by a config is
+    registered now, with `class_names` (a trained model's DATASETS.CLASS_NAMES) when given,
+    else its own classes. Returns `name`.
+    """
+    if is_dataset_spec(name) and name not in DatasetCatalog.list():
+        if class_names:
+            register_dataset(name, list(class_names), "the config's DATASETS.CLASS_NAMES")
+        else:
+            register_dataset(name, load_dataset(name).classes, name)
+    return name

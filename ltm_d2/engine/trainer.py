@@ -1,5 +1,4 @@
 """The project's trainer: Detectron2's DefaultTrainer, runnable on CPU workers too."""
-import hashlib
 import logging
 import os
 import weakref
@@ -9,7 +8,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import MetadataCatalog
-from detectron2.data.datasets.coco import convert_to_coco_json
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
@@ -20,6 +18,7 @@ from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
 from ..data.shapes import SPLITS, ensure_split
 from ..evaluation import NMSRecallEvaluator, VOCEvaluator, WithCandidatesBeforeNMS
+from ..evaluation.coco_ap import coco_json_file
 from ..modeling.test_time_augmentation import DenseDetectorWithTTA
 from .hooks import SkippedImageMonitor
 from .resume import RandomStateHook
@@ -148,14 +147,12 @@ class Trainer(DefaultTrainer):
             evaluator = VOCEvaluator(dataset_name, output_folder)
         else:
             if metadata.get("json_file") is None:
-                # COCOEvaluator would convert it under a file named after the dataset, which for a
-                # "format:path" dataset holds a path.
-                digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
-                json_file = os.path.join(output_folder, f"ground_truth_{digest}_coco_format.json")
+                # Converted once, under a file name that does not hold the dataset's name (a path
+                # for a user's dataset), before COCOEvaluator would convert it.
                 if comm.is_main_process():
-                    convert_to_coco_json(dataset_name, json_file)
+                    coco_json_file(dataset_name, output_folder)
                 comm.synchronize()
-                metadata.json_file = json_file
+                metadata.json_file = coco_json_file(dataset_name, output_folder)
             evaluator = COCOEvaluator(dataset_name, output_dir=output_folder)
         if not cfg.TEST.NMS_RECALL:
             return evaluator

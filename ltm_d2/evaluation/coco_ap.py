@@ -4,6 +4,7 @@ subset, with pycocotools through Detectron2's own helpers. Shared by the crowded
 aspect-ratio analyses.
 """
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -45,18 +46,25 @@ def load_detections(path: str) -> List[dict]:
     return detections
 
 
-def coco_ground_truth(dataset_name: str, cache_dir: str) -> COCO:
+def coco_json_file(dataset_name: str, cache_dir: str) -> str:
     """
-    The COCO API object of a registered dataset: its `json_file` when it has one (the bundled
-    dataset is generated first if needed), else its records converted to COCO format in
-    `cache_dir`, as COCOEvaluator does.
+    A COCO annotation file of a registered dataset: its `json_file` when it has one, else its
+    records converted to COCO format in `cache_dir`, as COCOEvaluator does, under a file name
+    made from a hash of the dataset's name (a user's dataset is named by its path).
     """
-    DatasetCatalog.get(dataset_name)  # a clear KeyError for an unregistered name
-    metadata = MetadataCatalog.get(dataset_name)
-    json_file = getattr(metadata, "json_file", None)
+    json_file = MetadataCatalog.get(dataset_name).get("json_file")
     if json_file is None:
-        json_file = os.path.join(cache_dir, f"{dataset_name}_coco_format.json")
+        digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
+        json_file = os.path.join(cache_dir, f"ground_truth_{digest}_coco_format.json")
         convert_to_coco_json(dataset_name, json_file)
+    return json_file
+
+
+def coco_ground_truth(dataset_name: str, cache_dir: str) -> COCO:
+    """The COCO API object of a registered dataset (the bundled dataset is generated first if
+    needed), from :func:`coco_json_file`."""
+    DatasetCatalog.get(dataset_name)  # a clear KeyError for an unregistered name
+    json_file = coco_json_file(dataset_name, cache_dir)
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(json_file)
 

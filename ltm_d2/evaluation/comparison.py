@@ -9,6 +9,7 @@ from pycocotools.coco import COCO
 
 from detectron2.utils.logger import setup_logger
 
+from ..data.user_datasets import ensure_registered
 from .coco_ap import check_detections_match, coco_ground_truth, load_detections
 
 
@@ -16,7 +17,9 @@ def comparison_argument_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", required=True, help="registered dataset the results are on")
+    parser.add_argument(
+        "--dataset", required=True, help="the dataset the results are on: registered, or format:path"
+    )
     parser.add_argument(
         "--results", nargs=2, required=True, metavar=("BASELINE.json", "NEW.json"),
         help="two coco_instances_results.json files (COCOEvaluator's output): baseline, then new",
@@ -50,7 +53,7 @@ def model_names(args: argparse.Namespace) -> List[str]:
 def load_comparison(args: argparse.Namespace) -> Tuple[COCO, List[List[dict]]]:
     """The dataset's ground truth and the two result files, checked against each other."""
     detections = [load_detections(path) for path in args.results]
-    coco_gt = coco_ground_truth(args.dataset, tempfile.mkdtemp(prefix="ltm_d2_coco_"))
+    coco_gt = coco_ground_truth(ensure_registered(args.dataset), tempfile.mkdtemp(prefix="ltm_d2_coco_"))
     for path, dets in zip(args.results, detections):
         check_detections_match(coco_gt, dets, path)
     os.makedirs(args.output, exist_ok=True)

@@ -1,0 +1,187 @@
+"""A user's dataset named by format and path: read, classes from the data, clear errors."""
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from conftest import TINY_CONFIG
+from ltm_d2 import load_config
+from ltm_d2.data import DatasetError
+from ltm_d2.data.user_datasets import load_dataset, parse_dataset_spec
+from user_data import make_images, voc_xml, write_coco, write_csv, write_voc
+
+
+def cfg_for(train, test=(), *opts):
+    return load_config(TINY_CONFIG, ["MODEL.RETINANET.NUM_CLASSES", "0", "DATASETS.TRAIN", str(tuple(train)),
+                                     "DATASETS.TEST", str(tuple(test)), *opts])
+
+
+def boxes_of(records, classes):
+    return sorted((os.path.basename(r["file_name"]), tuple(round(v) for v in a["bbox"]), classes[a["category_id"]])
+                  for r in records for a in r["annotations"])
+
+
+@pytest.fixture
+def images():
+    return make_images(4)
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc", "csv"])
+def test_each_format_reads_the_same_boxes_and_classes(tmp_path, images, fmt):
+    path = {"coco": write_coco, "voc": write_voc, "csv": write_csv}[fmt](str(tmp_path), images)
+    cfg_for([f"{fmt}:{path}"])
+    records = DatasetCatalog.get(f"{fmt}:{path}")
+    if fmt == "coco":  # COCO keeps XYWH
+        for r in records:
+            for a in r["annotations"]:
+                x, y, w, h = a["bbox"]
+                a["bbox"] = [x, y, x + w, y + h]
+    expected = sorted((f"train{i:03d}.png", box[:4], box[4]) for i, (_, boxes) in enumerate(images) for box in boxes)
+    assert boxes_of(records, MetadataCatalog.get(f"{fmt}:{path}").thing_classes) == expected
+    assert all(r["height"] == 96 and r["width"] == 128 for r in records)
+
+
+@pytest.mark.parametrize("fmt", ["voc", "csv"])
+def test_classes_are_read_from_the_data_and_set_the_class_count(tmp_path, images, fmt):
+    path = {"voc": write_voc, "csv": write_csv}[fmt](str(tmp_path), images)
+    cfg = cfg_for([f"{fmt}:{path}"])
+    assert cfg.MODEL.RETINANET.NUM_CLASSES == 2
+    assert list(cfg.DATASETS.CLASS_NAMES) == ["disc", "rectangle"]
+    assert MetadataCatalog.get(f"{fmt}:{path}").thing_classes == ["disc", "rectangle"]
+
+
+def test_coco_classes_are_its_categories_in_the_order_of_their_ids(tmp_path, images):
+    path = write_coco(str(tmp_path), images)
+    cfg = cfg_for([f"coco:{path}"])
+    assert list(cfg.DATASETS.CLASS_NAMES) == ["rectangle", "disc"]
+    assert MetadataCatalog.get(f"coco:{path}").thing_dataset_id_to_contiguous_id == {1: 0, 2: 1}
+
+
+def test_a_config_fixing_another_class_count_is_refused_naming_the_key(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    with pytest.raises(DatasetError, match="MODEL.RETINANET.NUM_CLASSES 6: set it to 2"):
+        load_config(TINY_CONFIG, ["DATASETS.TRAIN", f"('csv:{path}',)"])
+
+
+def test_a_val_class_that_train_lacks_is_refused_naming_it_and_where(tmp_path, images):
+    train = write_csv(str(tmp_path), images)
+    val_images = make_images(2, seed=5)
+    val_images[1][1][0] = (*val_images[1][1][0][:4], "triangle")
+    val = write_csv(str(tmp_path), val_images, "val")
+    with pytest.raises(DatasetError, match=r"class 'triangle' \(.*val.csv, line \d+\) is not among"):
+        cfg_for([f"csv:{train}"], [f"csv:{val}"])
+
+
+def test_a_val_set_lacking_a_class_keeps_the_training_class_ids(tmp_path, images):
+    train = write_voc(str(tmp_path), images)
+    val_images = [(image, [b for b in boxes if b[4] == "rectangle"]) for image, boxes in make_images(3, seed=2)]
+    val = write_voc(str(tmp_path), val_images, "val")
+    cfg_for([f"voc:{train}"], [f"voc:{val}"])
+    assert {a["category_id"] for r in DatasetCatalog.get(f"voc:{val}") for a in r["annotations"]} == {1}
+
+
+def test_coco_files_with_other_categories_are_refused_naming_the_difference(tmp_path, images):
+    train = write_coco(str(tmp_path), images)
+    val = write_coco(str(tmp_path), make_images(2, seed=3), "val")
+    text = open(val).read().replace('"name": "disc"', '"name": "circle"')
+    open(val, "w").write(text)
+    with pytest.raises(DatasetError, match=r"categories \['circle'\] are not in .*train.json"):
+        cfg_for([f"coco:{train}"], [f"coco:{val}"])
+
+
+def test_data_with_other_classes_than_a_trained_model_is_refused_when_loaded(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    name = f"csv:{path}"
+    cfg_for([], [name], "DATASETS.CLASS_NAMES", "('cat', 'dog')")
+    with pytest.raises(DatasetError, match=r"class 'disc' .* is not among the classes of the config's"):
+        DatasetCatalog.get(name)
+
+
+def test_a_csv_row_naming_a_missing_image_is_refused_with_its_line(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    with open(path, "a") as f:
+        f.write("images/nowhere.png,1,1,10,10,disc\n")
+    with pytest.raises(DatasetError, match=r"train.csv, line 13: image .*nowhere.png does not exist"):
+        load_dataset(f"csv:{path}")
+
+
+def test_a_csv_row_with_a_bad_box_is_refused_with_its_line(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    with open(path, "a") as f:
+        f.write("images/train000.png,1,1,ten,10,disc\n")
+    with pytest.raises(DatasetError, match=r"line 13: box 1,1,ten,10, expected four numbers"):
+        load_dataset(f"csv:{path}")
+
+
+def test_a_csv_header_and_images_without_boxes_are_accepted(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    rows = open(path).read()
+    open(path, "w").write("image_path,x1,y1,x2,y2,class_name\n" + rows + "images/train000.png,,,,,\n")
+    assert len(load_dataset(f"csv:{path}").records) == 4
+
+
+def test_boxes_outside_the_image_are_refused_naming_the_object(tmp_path, images):
+    folder = write_voc(str(tmp_path), images)
+    xml = voc_xml("train001.png", (96, 128), [(200, 10, 240, 40, "disc")])
+    ET.ElementTree(xml).write(os.path.join(folder, "train001.xml"))
+    with pytest.raises(DatasetError, match=r"train001.xml, object 1: bbox .* lies entirely outside its 128 x 96"):
+        load_dataset(f"voc:{folder}")
+
+
+def test_a_voc_file_without_size_is_refused(tmp_path, images):
+    folder = write_voc(str(tmp_path), images)
+    xml = voc_xml("train002.png", (96, 128), [(2, 2, 20, 20, "disc")])
+    xml.remove(xml.find("size"))
+    ET.ElementTree(xml).write(os.path.join(folder, "train002.xml"))
+    with pytest.raises(DatasetError, match=r"train002.xml: no <size>"):
+        load_dataset(f"voc:{folder}")
+
+
+def test_a_voc_file_of_another_layout_is_refused(tmp_path, images):
+    folder = write_voc(str(tmp_path), images)
+    open(os.path.join(folder, "train003.xml"), "w").write("<labels><box>1 2 3 4</box></labels>")
+    with pytest.raises(DatasetError, match=r"train003.xml: root element <labels>, expected .*<annotation>"):
+        load_dataset(f"voc:{folder}")
+
+
+def test_a_voc_object_without_its_box_corners_is_refused(tmp_path, images):
+    folder = write_voc(str(tmp_path), images)
+    xml = voc_xml("train000.png", (96, 128), [(2, 2, 20, 20, "disc")])
+    xml.find("object/bndbox").remove(xml.find("object/bndbox/ymax"))
+    ET.ElementTree(xml).write(os.path.join(folder, "train000.xml"))
+    with pytest.raises(DatasetError, match=r"train000.xml, object 1: <ymax> is nothing, expected a number"):
+        load_dataset(f"voc:{folder}")
+
+
+def test_voc_xml_apart_from_the_images_and_the_voc_root_layout_work(tmp_path, images):
+    flat = write_voc(str(tmp_path / "flat"), images)
+    xml_dir, image_dir = tmp_path / "root" / "Annotations", tmp_path / "root" / "JPEGImages"
+    os.makedirs(xml_dir), os.makedirs(image_dir)
+    for f in os.listdir(flat):
+        os.rename(os.path.join(flat, f), str((xml_dir if f.endswith(".xml") else image_dir) / f))
+    os.makedirs(tmp_path / "root" / "ImageSets" / "Main")
+    (tmp_path / "root" / "ImageSets" / "Main" / "val.txt").write_text("train001\ntrain003\n")
+    assert len(load_dataset(f"voc:{xml_dir}:{image_dir}").records) == 4
+    assert len(load_dataset(f"voc:{tmp_path / 'root'}").records) == 4
+    val = load_dataset(f"voc:{tmp_path / 'root'}:val").records
+    assert [os.path.basename(r["file_name"]) for r in val] == ["train001.png", "train003.png"]
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc", "csv"])
+def test_an_empty_dataset_is_refused(tmp_path, fmt):
+    if fmt == "csv":
+        path = str(tmp_path / "empty.csv")
+        open(path, "w").close()
+    elif fmt == "voc":
+        path = str(tmp_path)
+    else:
+        path = write_coco(str(tmp_path), [])
+    with pytest.raises(DatasetError, match="no images|no \\.xml|no annotations|no categories"):
+        load_dataset(f"{fmt}:{path}")
+
+
+def test_an_unknown_format_is_refused_listing_the_formats():
+    with pytest.raises(DatasetError, match="expected FORMAT:PATH with FORMAT one of coco, voc, csv"):
+        parse_dataset_spec("yolo:data")
