@@ -7,7 +7,8 @@ objects before and after, and the overrides to paste (or writes them as a config
 
     python tools/fit_anchors.py --config-file configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml \
         --dataset ltm_shapes_small_tune --num-images 300
-    python tools/fit_anchors.py --config-file CONFIG --dataset csv:data/train.csv MODEL.RETINANET.NUM_CLASSES 0
+    python tools/fit_anchors.py --config-file CONFIG --dataset csv:data/train.csv \
+        MODEL.RETINANET.NUM_CLASSES 0
 """
 import argparse
 import sys
@@ -27,13 +28,17 @@ PROGRESS_EVERY = 500  # images
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True)
     parser.add_argument(
         "--dataset", help="registered dataset or FORMAT:PATH (default: the config's first DATASETS.TRAIN)"
     )
     parser.add_argument("--num-images", type=int, default=0, help="the first N images only (default: all)")
-    parser.add_argument("--output", help="also write a config with _BASE_ the config file and the fitted values")
+    parser.add_argument(
+        "--output", help="also write a config with _BASE_ the config file and the fitted values"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
@@ -55,15 +60,15 @@ def main(argv=None) -> int:
     sides = torch.cat([image.boxes.area() for image in images]).sqrt().numpy()  # (N,)
     percentiles = (0, 5, 25, 50, 75, 95, 100)
     print(f"Dataset {dataset}: {len(records)} images, {len(images)} with objects, {len(sides)} objects")
-    print(
-        f"Object size sqrt(w * h) at the input size ({cfg.INPUT.MIN_SIZE_TEST}, max {cfg.INPUT.MAX_SIZE_TEST}), "
-        "percentiles " + ", ".join(f"p{p} {v:.1f}" for p, v in zip(percentiles, np.percentile(sides, percentiles)))
-    )
+    values = ", ".join(f"p{p} {v:.1f}" for p, v in zip(percentiles, np.percentile(sides, percentiles)))
+    size = f"{cfg.INPUT.MIN_SIZE_TEST}, max {cfg.INPUT.MAX_SIZE_TEST}"
+    print(f"Object size sqrt(w * h) at the input size ({size}), percentiles {values}")
     fit = fit_anchors(cfg, images, progress=progress)
     strides = [s.stride for s in anchor_input_shapes(cfg)]
     fg = cfg.MODEL.RETINANET.IOU_THRESHOLDS[-1]
-    print(f"\nCandidates (base size = c x stride): share of objects with an anchor of IoU >= {fg}, positives")
-    print("  " + "; ".join(f"c={c:g}: {100 * s.share:.1f}%, {s.positives:.2f}" for c, s in zip(fit.scales, fit.candidates)))
+    print(f"\nCandidates, base size c x stride: objects with an anchor of IoU >= {fg}, positives per object")
+    for c, score in zip(fit.scales, fit.candidates):
+        print(f"  c = {c:g}: {100 * score.share:.1f}%, {score.positives:.2f}")
     is_ltm = issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), LTM)
     bag_size = fit.bag_size if is_ltm else None
     print(f"\nFitted c = {fit.scale:g}" + (f", bag size K = {bag_size}" if is_ltm else ""))

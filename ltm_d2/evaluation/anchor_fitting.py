@@ -132,7 +132,8 @@ def fit_anchors(
         candidate.defrost()
         candidate.MODEL.ANCHOR_GENERATOR.SIZES = sizes
         report = None if progress is None else (lambda done: progress(what, done))
-        coverage = dataset_coverage(build_anchor_generator(candidate, shapes), matcher, images, max_bag, report)
+        generator = build_anchor_generator(candidate, shapes)
+        coverage = dataset_coverage(generator, matcher, images, max_bag, report)
         return anchor_score(coverage, sizes, thresholds[-1])
 
     sizes = level_sizes(cfg.MODEL.ANCHOR_GENERATOR.SIZES, len(strides))
@@ -154,7 +155,9 @@ def override_line(sizes: List[List[float]], bag_size: Optional[int]) -> str:
     return shlex.join(override_opts(sizes, bag_size))
 
 
-def fitted_config(config_file: str, output_file: str, sizes: List[List[float]], bag_size: Optional[int]) -> str:
+def fitted_config(
+    config_file: str, output_file: str, sizes: List[List[float]], bag_size: Optional[int]
+) -> str:
     """The YAML of a config file at `output_file` that is `config_file` with these values."""
     base = os.path.relpath(os.path.abspath(config_file), os.path.dirname(os.path.abspath(output_file)))
     lines = [f'_BASE_: "{base}"', "MODEL:", "  ANCHOR_GENERATOR:", "    SIZES:"]
