@@ -14,7 +14,7 @@ from torch import Tensor
 
 from detectron2.data.transforms import ResizeShortestEdge
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_anchor_generator, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_backbone
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
