@@ -12,12 +12,17 @@ import argparse
 import sys
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling import build_model
-from detectron2.modeling.meta_arch.retinanet import RetinaNet
+from detectron2.modeling import build_anchor_generator
 
 from ltm_d2 import load_config
-from ltm_d2.evaluation.anchor_coverage import coverage_table, dataset_coverage
-from ltm_d2.modeling.ltm_af import LTMAF
+from ltm_d2.evaluation.anchor_coverage import (
+    anchor_input_shapes,
+    coverage_table,
+    dataset_coverage,
+    has_anchors,
+    input_objects,
+    retinanet_matcher,
+)
 
 
 def main(argv=None) -> int:
@@ -28,15 +33,15 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
-    cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg)
-    if not isinstance(model, RetinaNet) or isinstance(model, LTMAF):
+    if not has_anchors(cfg):
         sys.exit(f"error: {args.config_file}: {cfg.MODEL.META_ARCHITECTURE} has no anchors to cover objects with")
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     records = DatasetCatalog.get(dataset)
     records = records[: args.num_images] if args.num_images > 0 else records
     bag_size = cfg.MODEL.LTM.BAG_SIZE
-    coverage = dataset_coverage(model, records, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, bag_size)
+    anchor_generator = build_anchor_generator(cfg, anchor_input_shapes(cfg))
+    images = input_objects(records, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    coverage = dataset_coverage(anchor_generator, retinanet_matcher(cfg), images, bag_size)
     fg = cfg.MODEL.RETINANET.IOU_THRESHOLDS[-1]
     print(f"Anchor coverage of {dataset} ({len(records)} images) by {args.config_file}:")
     print(coverage_table(coverage, MetadataCatalog.get(dataset).thing_classes, fg, bag_size))

@@ -5,30 +5,70 @@ when none reaches it), its best anchor IoU, and the IoU of the K-th best anchor,
 its LTM bag (paper §3.2). Few positives per object is where hand-crafted IoU matching starves and
 bags of K anchors do not.
 """
-from typing import Dict, List, NamedTuple, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from detectron2.data.transforms import ResizeShortestEdge
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_backbone
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
+from ..modeling.ltm_af import LTMAF
+
 
 class ObjectCoverage(NamedTuple):
-    """Per object (G,): positive anchors under the IoU rule, best anchor IoU, K-th best anchor IoU."""
+    """Per object: positive anchors under the IoU rule (G,), IoU of its K best anchors (G, K),
+    in decreasing order (0 where the image has fewer than K anchors)."""
 
     positives: Tensor
-    best_iou: Tensor
-    kth_iou: Tensor
+    top_iou: Tensor
+
+    @property
+    def best_iou(self) -> Tensor:
+        return self.top_iou[:, 0]
+
+    @property
+    def kth_iou(self) -> Tensor:
+        return self.top_iou[:, -1]
 
 
-def image_anchors(model, height: int, width: int) -> Boxes:
-    """All anchors of `model` (a Detectron2 dense detector) on an input image of this size."""
-    shapes = [model.backbone.output_shape()[f] for f in model.head_in_features]
-    features = [torch.zeros(1, 1, -(-height // s.stride), -(-width // s.stride)) for s in shapes]
-    return Boxes.cat(model.anchor_generator(features))
+class ImageObjects(NamedTuple):
+    """One image's objects at its input size (height, width): XYXY `boxes` (G, 4) and their
+    `category_id` (G,)."""
+
+    height: int
+    width: int
+    boxes: Boxes
+    category_id: Tensor
+
+
+def has_anchors(cfg) -> bool:
+    """Whether the config's detector places the anchors of MODEL.ANCHOR_GENERATOR (RetinaNet and
+    LTM do; LTM-AF places points)."""
+    meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return issubclass(meta_arch, RetinaNet) and not issubclass(meta_arch, LTMAF)
+
+
+def anchor_input_shapes(cfg) -> List[ShapeSpec]:
+    """The backbone's output shapes of the features the head reads (MODEL.RETINANET.IN_FEATURES)."""
+    shapes = build_backbone(cfg).output_shape()
+    return [shapes[f] for f in cfg.MODEL.RETINANET.IN_FEATURES]
+
+
+def retinanet_matcher(cfg) -> Matcher:
+    """RetinaNet's IoU rule: positive at IoU >= the last threshold, else the object's best anchor."""
+    return Matcher(cfg.MODEL.RETINANET.IOU_THRESHOLDS, cfg.MODEL.RETINANET.IOU_LABELS, True)
+
+
+def image_anchors(anchor_generator, height: int, width: int) -> Boxes:
+    """All anchors of a Detectron2 anchor generator on an input image of this size."""
+    features = [torch.zeros(1, 1, -(-height // s), -(-width // s)) for s in anchor_generator.strides]
+    return Boxes.cat(anchor_generator(features))
 
 
 def object_coverage(gt_boxes: Boxes, anchors: Boxes, matcher: Matcher, bag_size: int) -> ObjectCoverage:
@@ -36,35 +76,60 @@ def object_coverage(gt_boxes: Boxes, anchors: Boxes, matcher: Matcher, bag_size:
     iou = pairwise_iou(gt_boxes, anchors)  # (G, A)
     matched, labels = matcher(iou)
     positives = torch.bincount(matched[labels == 1], minlength=len(gt_boxes))
-    top = iou.topk(min(bag_size, iou.shape[1]), dim=1).values
-    return ObjectCoverage(positives, top[:, 0], top[:, -1])
+    top = iou.topk(min(bag_size, iou.shape[1]), dim=1).values  # (G, min(K, A))
+    return ObjectCoverage(positives, F.pad(top, (0, bag_size - top.shape[1])))
 
 
-def dataset_coverage(model, records: Sequence[dict], min_size: int, max_size: int, bag_size: int) -> Dict:
+def input_objects(records: Sequence[dict], min_size: int, max_size: int) -> List[ImageObjects]:
     """
-    Coverage of the objects of dataset `records` at the test input size (shortest edge `min_size`,
-    longest at most `max_size`), crowd regions left out.
-
-    Returns: {"category_id": (N,), "positives", "best_iou", "kth_iou": (N,)} over all N objects.
+    The objects of dataset `records` at the test input size (shortest edge `min_size`, longest at
+    most `max_size`), crowd regions left out; images without objects are skipped.
     """
-    matcher = Matcher(model.anchor_matcher.thresholds[1:-1], model.anchor_matcher.labels, True)
-    columns: Dict[str, List] = {"category_id": [], "positives": [], "best_iou": [], "kth_iou": []}
-    anchors_by_size: Dict = {}
+    images = []
     for record in records:
         anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
         if not anns:
             continue
         h, w = record["height"], record["width"]
         new_h, new_w = ResizeShortestEdge.get_output_shape(h, w, min_size, max_size)
-        if (new_h, new_w) not in anchors_by_size:
-            anchors_by_size[(new_h, new_w)] = image_anchors(model, new_h, new_w)
         xyxy = torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns])
-        xyxy = xyxy.float() * torch.tensor([new_w / w, new_h / h, new_w / w, new_h / h])
-        coverage = object_coverage(Boxes(xyxy), anchors_by_size[(new_h, new_w)], matcher, bag_size)
-        columns["category_id"] += [a["category_id"] for a in anns]
-        for key, value in coverage._asdict().items():
-            columns[key] += value.tolist()
-    return {key: np.asarray(value) for key, value in columns.items()}
+        xyxy = xyxy.float() * torch.tensor([new_w / w, new_h / h, new_w / w, new_h / h])  # (G, 4)
+        categories = torch.tensor([a["category_id"] for a in anns])
+        images.append(ImageObjects(new_h, new_w, Boxes(xyxy), categories))
+    return images
+
+
+def dataset_coverage(
+    anchor_generator,
+    matcher: Matcher,
+    images: Sequence[ImageObjects],
+    bag_size: int,
+    progress: Optional[Callable[[int], None]] = None,
+) -> Dict:
+    """
+    Coverage of the objects of `images` (:func:`input_objects`) by the anchors of
+    `anchor_generator`; `progress(n)` is called after each of the n images.
+
+    Returns: {"category_id", "positives", "best_iou", "kth_iou": (N,), "top_iou": (N, K)} over
+    all N objects.
+    """
+    if not images:
+        raise ValueError("no objects to cover: every image is without (non-crowd) objects")
+    columns: Dict[str, List[Tensor]] = {"category_id": [], "positives": [], "top_iou": []}
+    anchors_by_size: Dict = {}
+    for done, image in enumerate(images, start=1):
+        size = (image.height, image.width)
+        if size not in anchors_by_size:
+            anchors_by_size[size] = image_anchors(anchor_generator, *size)
+        coverage = object_coverage(image.boxes, anchors_by_size[size], matcher, bag_size)
+        columns["category_id"].append(image.category_id)
+        columns["positives"].append(coverage.positives)
+        columns["top_iou"].append(coverage.top_iou)
+        if progress is not None:
+            progress(done)
+    result = {key: torch.cat(value).numpy() for key, value in columns.items()}
+    result["best_iou"], result["kth_iou"] = result["top_iou"][:, 0], result["top_iou"][:, -1]
+    return result
 
 
 def coverage_table(coverage: Dict, class_names: Sequence[str], fg_threshold: float, bag_size: int) -> str:
