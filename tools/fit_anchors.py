@@ -20,7 +20,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from ltm_d2 import LTM, load_config
-from ltm_d2.data.user_datasets import is_dataset_spec, load_dataset, register_dataset
+from ltm_d2.data.user_datasets import ensure_registered
 from ltm_d2.evaluation.anchor_coverage import anchor_input_shapes, has_anchors, input_objects
 from ltm_d2.evaluation.anchor_fitting import comparison_table, fit_anchors, fitted_config, override_line
 
@@ -44,9 +44,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config_file, args.opts)
     if not has_anchors(cfg):
         sys.exit(f"error: {args.config_file}: {cfg.MODEL.META_ARCHITECTURE} has no anchors to fit")
-    dataset = args.dataset or cfg.DATASETS.TRAIN[0]
-    if is_dataset_spec(dataset) and dataset not in DatasetCatalog.list():
-        register_dataset(dataset, load_dataset(dataset).classes)
+    dataset = ensure_registered(args.dataset or cfg.DATASETS.TRAIN[0], cfg.DATASETS.CLASS_NAMES)
     records = DatasetCatalog.get(dataset)
     records = records[: args.num_images] if args.num_images > 0 else records
     images = input_objects(records, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
