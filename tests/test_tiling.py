@@ -42,7 +42,8 @@ def sorted_rows(boxes):
 
 
 @pytest.mark.parametrize("height, width, size, overlap",
-                         [(256, 320, 128, 0.2), (1000, 700, 256, 0.5), (100, 90, 128, 0.2), (130, 129, 128, 0.0)])
+                         [(256, 320, 128, 0.2), (1000, 700, 256, 0.5), (100, 90, 128, 0.2),
+                          (130, 129, 128, 0.0)])
 def test_windows_cover_the_image_and_stay_inside_it(height, width, size, overlap):
     windows = tile_windows(height, width, size, overlap)
     covered = np.zeros((height, width), dtype=bool)
@@ -148,7 +149,8 @@ def detect(model, image):
 
 def test_the_tiled_detector_returns_boxes_in_the_whole_images_coordinates():
     stub = FixedBoxDetector()
-    instances = detect(tiled(stub, "INPUT.TILING.OVERLAP", "0.2"), torch.zeros(3, 256, 320, dtype=torch.uint8))
+    image = torch.zeros(3, 256, 320, dtype=torch.uint8)
+    instances = detect(tiled(stub, "INPUT.TILING.OVERLAP", "0.2"), image)
     windows = tile_windows(256, 320, 128, 0.2)  # 3 x 3
     expected = np.tile(windows[:, :2], 2) + [10, 20, 40, 50]
     assert stub.sizes == [(128, 128)] * 9  # detections come back in tile pixels
@@ -163,7 +165,7 @@ def test_an_object_seen_by_overlapping_tiles_is_detected_once():
     assert instances.pred_boxes.tensor.tolist() == [[70, 70, 120, 120]]
 
 
-def test_the_tiled_detector_gives_exactly_the_plain_models_detections_on_an_image_smaller_than_a_tile(tmp_path):
+def test_the_tiled_detector_gives_the_plain_models_detections_on_an_image_smaller_than_a_tile(tmp_path):
     image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "small.png"), image)
     record = {"file_name": str(tmp_path / "small.png"), "image_id": 0, "height": 64, "width": 96}
@@ -180,13 +182,13 @@ def test_the_tiled_detector_gives_exactly_the_plain_models_detections_on_an_imag
 
 
 def test_train_net_trains_on_tiles_and_evaluates_whole_large_images(tmp_path):
-    csv_file = write_csv(str(tmp_path / "data"), make_images(3, size=(256, 320)))
+    csv_file = write_csv(str(tmp_path / "data"), make_images(1, size=(256, 320)))
     out = tmp_path / "run"
     log = run("DATASETS.TRAIN", f'("csv:{csv_file}",)', "DATASETS.TEST", f'("csv:{csv_file}",)',
               "MODEL.RETINANET.NUM_CLASSES", "0", "INPUT.TILING.SIZE", "128", "SOLVER.MAX_ITER", "2",
               "MODEL.RETINANET.SCORE_THRESH_TEST", "0.001", "OUTPUT_DIR", str(out))
-    assert re.search(r"Tiling: 27 tiles of 128 px \(overlap 0.2\) made from 3 images larger than a tile", log)
+    assert re.search(r"Tiling: 9 tiles of 128 px \(overlap 0.2\) made from 1 images larger than a tile", log)
     assert "Evaluation results for bbox" in log
     detections = json.load(open(out / "inference" / "coco_instances_results.json"))
-    assert {d["image_id"] for d in detections} == {0, 1, 2}
+    assert {d["image_id"] for d in detections} == {0}
     assert max(d["bbox"][0] + d["bbox"][2] for d in detections) > 200  # whole-image coordinates
