@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetMapper
 from detectron2.structures import Boxes, BoxMode, Instances
 
@@ -15,7 +16,8 @@ from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
 from ltm_d2.data.tiling import cut_boxes, tile_records, tile_windows, tiled_test_mapper
 from ltm_d2.modeling import TiledDetector
 
-from conftest import tiny_cfg
+from conftest import TINY_CONFIG, tiny_cfg
+from hand_made import load_tool
 from test_test_time_augmentation import detecting_model
 from test_train_net import run
 from user_data import make_images, write_csv
@@ -179,6 +181,17 @@ def test_the_tiled_detector_gives_the_plain_models_detections_on_an_image_smalle
     assert torch.equal(ours.pred_boxes.tensor, plain.pred_boxes.tensor)
     assert torch.equal(ours.scores, plain.scores)
     assert torch.equal(ours.pred_classes, plain.pred_classes)
+
+
+def test_the_demo_detects_on_tiles_of_a_large_image(tmp_path):
+    DetectionCheckpointer(detecting_model(), save_dir=str(tmp_path)).save("tiny")
+    opts = ["MODEL.DEVICE", "cpu", "INPUT.TILING.SIZE", "128"]
+    predictor, _ = load_tool("demo/demo.py").build_predictor(TINY_CONFIG, str(tmp_path / "tiny.pth"), opts)
+    image = np.random.default_rng(2).integers(0, 256, (256, 320, 3), dtype=np.uint8)
+    instances = predictor(image)["instances"]
+    assert isinstance(predictor.model, TiledDetector)
+    assert instances.image_size == (256, 320)
+    assert instances.pred_boxes.tensor[:, 2].max() > 200  # whole-image coordinates
 
 
 def test_train_net_trains_on_tiles_and_evaluates_whole_large_images(tmp_path):
