@@ -13,7 +13,8 @@ or, with --compare-config-file, those of two models side by side on the same ima
         --input img1.png img2.png --output output/compare
 
 One picture per input image, under --output with the input's name. The class names are those of
-the config's first test dataset. --opts KEY VALUE ... overrides apply to both models.
+the config's first test dataset. --opts KEY VALUE ... overrides apply to both models. With
+INPUT.TILING.SIZE > 0, images larger than that are detected in overlapping tiles.
 """
 import argparse
 import glob
@@ -26,6 +27,7 @@ import cv2
 from detectron2.data import MetadataCatalog
 
 from ltm_d2 import load_config
+from ltm_d2.modeling import tiled_predictor
 from ltm_d2.visualization import (
     confident_detections,
     draw_detections,
@@ -77,7 +79,10 @@ def build_predictor(config_file, weights, opts):
     cfg = load_config(config_file, opts)
     cfg.freeze()
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
-    return safe_predictor(cfg), metadata
+    predictor = safe_predictor(cfg)
+    if cfg.INPUT.TILING.SIZE > 0:
+        predictor = tiled_predictor(cfg, predictor)  # images larger than a tile: tile by tile
+    return predictor, metadata
 
 
 def main(argv=None):

@@ -56,6 +56,19 @@ def add_ltm_config(cfg):
     cfg.TEST.BEST_CHECKPOINT.METRIC = ""
     cfg.TEST.BEST_CHECKPOINT.MODE = "max"
 
+    # Images larger than the network input (aerial orthomosaics, slides) cut into overlapping
+    # square tiles (data/tiling.py): training images become one record per tile, and the test
+    # (Trainer.test, demo/demo.py) detects on tiles of the whole image, then merges by NMS.
+    cfg.INPUT.TILING = CN()
+    # Side of a tile in pixels of the original image; 0 turns tiling off. Images not larger than
+    # it are used whole; each tile is then resized like a whole image (MIN_SIZE_*, MAX_SIZE_*).
+    cfg.INPUT.TILING.SIZE = 0
+    # Fraction of a tile's side shared with its neighbour (0 <= OVERLAP < 1).
+    cfg.INPUT.TILING.OVERLAP = 0.2
+    # A box with less than this share of its area inside a tile is dropped from that tile's
+    # training record; one with at least it is clipped to the tile.
+    cfg.INPUT.TILING.MIN_VISIBLE = 0.5
+
 
 def load_config(config_file: str, opts: Sequence = ()) -> CN:
     """

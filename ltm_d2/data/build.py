@@ -7,11 +7,13 @@ import logging
 from typing import Iterator, Optional
 
 from detectron2.data import DatasetCatalog, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
 from .mapper import SkippedImages, SkippingDatasetMapper
 from .shapes import SPLITS, ensure_split
+from .tiling import tile_records
 from .user_datasets import is_dataset_spec
 from .validation import DatasetError, validate_training_datasets
 
@@ -68,7 +70,10 @@ class TrainLoader:
 def build_checked_train_loader(cfg) -> TrainLoader:
     """
     Check the annotation files of cfg.DATASETS.TRAIN (:func:`validate_training_datasets`) and the
-    classes of a user's test datasets (errors before any training), then build Detectron2's training loader with a mapper that skips and
+    classes of a user's test datasets (errors before any training), with INPUT.TILING.SIZE > 0
+    cut images larger than a tile into tiles (:func:`tile_records`;
+    DATALOADER.FILTER_EMPTY_ANNOTATIONS then drops the tiles without objects), then build
+    Detectron2's training loader with a mapper that skips and
     counts the images it cannot read (:class:`SkippingDatasetMapper`), a ResumableTrainingSampler
     in place of its TrainingSampler (same seed), and the DataLoader's own generator seeded from
     cfg.SEED (when set), so that creating the loader draws nothing from torch's global generator.
@@ -85,9 +90,13 @@ def build_checked_train_loader(cfg) -> TrainLoader:
     for name in cfg.DATASETS.TEST:
         if is_dataset_spec(name):
             DatasetCatalog.get(name)  # its classes are checked now, not after training
-    dataset = get_detection_dataset_dicts(
-        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-    )
+    filter_empty = cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+    dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=filter_empty)
+    tiling = cfg.INPUT.TILING
+    if tiling.SIZE > 0:
+        dataset = tile_records(dataset, tiling.SIZE, tiling.OVERLAP, tiling.MIN_VISIBLE)
+        if filter_empty:
+            dataset = filter_images_with_only_crowd_annotations(dataset)  # tiles without objects
     skipped = SkippedImages([record["file_name"] for record in dataset])
     kwargs = build_detection_train_loader.from_config(
         cfg, SkippingDatasetMapper(cfg, skipped), dataset=dataset

@@ -1,12 +1,16 @@
 """Skipping training images that cannot be read, and counting them (issue 8)."""
+import copy
 import ctypes
 import logging
 import multiprocessing as mp
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
 from detectron2.data.detection_utils import SizeMismatchError
 
 logger = logging.getLogger(__name__)
@@ -48,6 +52,10 @@ class SkippingDatasetMapper(DatasetMapper):
     ending the run: a missing, truncated or undecodable file, or one whose size differs from the
     dataset's. The image is marked in `skipped` and logged the first time; the mapper returns
     None, on which Detectron2's `MapDataset` maps another image, so batches stay full.
+
+    A record with a "tile" [x1, y1, x2, y2] (data/tiling.py) is of that window of its image: the
+    image read is cropped to it before the augmentations, and checked against the record's
+    height and width, which are the window's.
     """
 
     def __init__(self, cfg, skipped: SkippedImages):
@@ -56,6 +64,8 @@ class SkippingDatasetMapper(DatasetMapper):
 
     def __call__(self, dataset_dict):
         try:
+            if "tile" in dataset_dict:
+                return self._map_tile(dataset_dict)
             return super().__call__(dataset_dict)
         except (OSError, SizeMismatchError) as e:
             file_name = dataset_dict["file_name"]
@@ -65,3 +75,22 @@ class SkippingDatasetMapper(DatasetMapper):
                     f"in training: {type(e).__name__}: {e}"
                 )
             return None
+
+    def _map_tile(self, dataset_dict):
+        """
+        DatasetMapper.__call__ in training (without semantic segmentation and precomputed
+        proposals, which this project does not use) of a tile's record: the image is cropped to
+        the tile (Detectron2's CropTransform) before the size check and the augmentations; the
+        annotations are already relative to the tile.
+        """
+        dataset_dict = copy.deepcopy(dataset_dict)  # it will be modified by code below
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        x1, y1, x2, y2 = dataset_dict["tile"]
+        aug_input = T.AugInput(T.CropTransform(x1, y1, x2 - x1, y2 - y1).apply_image(image))
+        utils.check_image_size(dataset_dict, aug_input.image)  # an image smaller than expected
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image  # (H, W, C)
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if "annotations" in dataset_dict:
+            self._transform_annotations(dataset_dict, transforms, image.shape[:2])
+        return dataset_dict

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
@@ -17,9 +17,11 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
 from ..data.shapes import SPLITS, ensure_split
+from ..data.tiling import tiled_test_mapper
 from ..evaluation import NMSRecallEvaluator, VOCEvaluator, WithCandidatesBeforeNMS
 from ..evaluation.coco_ap import coco_json_file
 from ..modeling.test_time_augmentation import DenseDetectorWithTTA
+from ..modeling.tiled_inference import TiledDetector
 from .hooks import SkippedImageMonitor
 from .resume import RandomStateHook
 
@@ -161,10 +163,33 @@ class Trainer(DefaultTrainer):
         )
 
     @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """
+        Detectron2's test loader; with INPUT.TILING.SIZE > 0, its mapper does not resize the
+        images (:func:`tiled_test_mapper`): :class:`TiledDetector` cuts the tiles from the
+        original image and resizes each.
+        """
+        if cfg.INPUT.TILING.SIZE <= 0:
+            return super().build_test_loader(cfg, dataset_name)
+        return build_detection_test_loader(cfg, dataset_name, mapper=tiled_test_mapper(cfg))
+
+    @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """DefaultTrainer.test; with TEST.NMS_RECALL, the model also returns its candidates before
-        NMS, for :class:`NMSRecallEvaluator`."""
-        if cfg.TEST.NMS_RECALL:
+        """
+        DefaultTrainer.test; with TEST.NMS_RECALL, the model also returns its candidates before
+        NMS, for :class:`NMSRecallEvaluator`. With INPUT.TILING.SIZE > 0, images larger than a
+        tile are evaluated whole, detected tile by tile (:class:`TiledDetector`); NMS recall,
+        which is of the model's own NMS on whole images, is then not measured.
+        """
+        if cfg.INPUT.TILING.SIZE > 0:
+            if cfg.TEST.NMS_RECALL:
+                logging.getLogger("ltm_d2").warning("TEST.NMS_RECALL is not measured with tiling.")
+                cfg = cfg.clone()
+                cfg.defrost()
+                cfg.TEST.NMS_RECALL = False
+            if not isinstance(model, TiledDetector):
+                model = TiledDetector(cfg, model)
+        elif cfg.TEST.NMS_RECALL:
             model = WithCandidatesBeforeNMS(model)
         return super().test(cfg, model, evaluators)
 
@@ -173,13 +198,17 @@ class Trainer(DefaultTrainer):
         """
         Evaluate `model` with multi-scale and flip testing (TEST.AUG.*) on every test dataset;
         evaluator outputs go to OUTPUT_DIR/inference_TTA and result keys end in "_TTA". NMS recall
-        is of the plain model's NMS, so it is not measured here.
+        is of the plain model's NMS, so it is not measured here. With tiling, each tile is tested
+        with the augmentations.
         """
         cfg = cfg.clone()
         cfg.defrost()
         cfg.TEST.NMS_RECALL = False
         logging.getLogger("ltm_d2").info("Running inference with test-time augmentation ...")
         model = DenseDetectorWithTTA(cfg, model)
+        if cfg.INPUT.TILING.SIZE > 0:
+            # Tiles of the original image; DenseDetectorWithTTA resizes them to TEST.AUG.MIN_SIZES.
+            model = TiledDetector(cfg, model, resize=False)
         evaluators = [
             cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
             for name in cfg.DATASETS.TEST
