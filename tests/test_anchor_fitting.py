@@ -112,3 +112,16 @@ def test_the_command_refuses_an_anchor_free_detector():
     result = run_tool("MODEL.META_ARCHITECTURE", "LTMAF")
     assert result.returncode != 0
     assert "has no anchors" in result.stderr
+
+
+def test_objects_of_big_images_are_measured_in_their_tiles_when_tiling_is_on():
+    from detectron2.structures import BoxMode
+    from ltm_d2.evaluation.anchor_coverage import input_objects
+
+    record = {"file_name": "big.png", "image_id": 0, "height": 512, "width": 512,
+              "annotations": [{"bbox": [10.0, 10.0, 74.0, 74.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}
+    whole = input_objects([record], tiny_cfg())  # resized 512 -> 128: the 64 px object becomes 16 px
+    tiled = input_objects([record], tiny_cfg("INPUT.TILING.SIZE", 128, "INPUT.TILING.OVERLAP", 0.0))
+    assert whole[0].boxes.area().sqrt().item() == 16.0
+    assert [len(image.boxes) for image in tiled] == [1]
+    assert tiled[0].boxes.area().sqrt().item() == 64.0

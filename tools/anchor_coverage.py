@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     records = records[: args.num_images] if args.num_images > 0 else records
     bag_size = cfg.MODEL.LTM.BAG_SIZE
     anchor_generator = build_anchor_generator(cfg, anchor_input_shapes(cfg))
-    images = input_objects(records, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    images = input_objects(records, cfg)
     coverage = dataset_coverage(anchor_generator, retinanet_matcher(cfg), images, bag_size)
     fg = cfg.MODEL.RETINANET.IOU_THRESHOLDS[-1]
     print(f"Anchor coverage of {dataset} ({len(records)} images) by {args.config_file}:")

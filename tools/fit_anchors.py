@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     dataset = ensure_registered(args.dataset or cfg.DATASETS.TRAIN[0], cfg.DATASETS.CLASS_NAMES)
     records = DatasetCatalog.get(dataset)
     records = records[: args.num_images] if args.num_images > 0 else records
-    images = input_objects(records, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    images = input_objects(records, cfg)
     if not images:
         sys.exit(f"error: {dataset}: no objects among its first {len(records)} images")
 

@@ -18,6 +18,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_backbone
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
+from ..data.tiling import tile_records
 from ..modeling.ltm_af import LTMAF
 
 
@@ -80,11 +81,16 @@ def object_coverage(gt_boxes: Boxes, anchors: Boxes, matcher: Matcher, bag_size:
     return ObjectCoverage(positives, F.pad(top, (0, bag_size - top.shape[1])))
 
 
-def input_objects(records: Sequence[dict], min_size: int, max_size: int) -> List[ImageObjects]:
+def input_objects(records: Sequence[dict], cfg) -> List[ImageObjects]:
     """
-    The objects of dataset `records` at the test input size (shortest edge `min_size`, longest at
-    most `max_size`), crowd regions left out; images without objects are skipped.
+    The objects of dataset `records` as the network sees them: in the tiles of the images larger
+    than INPUT.TILING.SIZE when it is set (:func:`tile_records`), at the test input size (shortest
+    edge INPUT.MIN_SIZE_TEST, longest at most INPUT.MAX_SIZE_TEST); crowd regions left out,
+    images without objects skipped.
     """
+    min_size, max_size, tiling = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.TILING
+    if tiling.SIZE > 0:
+        records = tile_records(records, tiling.SIZE, tiling.OVERLAP, tiling.MIN_VISIBLE)
     images = []
     for record in records:
         anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
