@@ -99,19 +99,16 @@ def test_data_with_other_classes_than_a_trained_model_is_refused_when_loaded(tmp
         DatasetCatalog.get(name)
 
 
-def test_a_csv_row_naming_a_missing_image_is_refused_with_its_line(tmp_path, images):
+@pytest.mark.parametrize("row,error", [
+    ("images/nowhere.png,1,1,10,10,disc", r"train.csv, line 13: image .*nowhere.png does not exist"),
+    ("images/train000.png,1,1,ten,10,disc", r"train.csv, line 13: box 1,1,ten,10, expected four numbers"),
+    ("images/train000.png,1,1,10,10", r"train.csv, line 13: 5 field\(s\), expected 6"),
+], ids=["missing image", "bad box", "five fields"])
+def test_a_bad_csv_row_is_refused_with_its_line(tmp_path, images, row, error):
     path = write_csv(str(tmp_path), images)
     with open(path, "a") as f:
-        f.write("images/nowhere.png,1,1,10,10,disc\n")
-    with pytest.raises(DatasetError, match=r"train.csv, line 13: image .*nowhere.png does not exist"):
-        load_dataset(f"csv:{path}")
-
-
-def test_a_csv_row_with_a_bad_box_is_refused_with_its_line(tmp_path, images):
-    path = write_csv(str(tmp_path), images)
-    with open(path, "a") as f:
-        f.write("images/train000.png,1,1,ten,10,disc\n")
-    with pytest.raises(DatasetError, match=r"line 13: box 1,1,ten,10, expected four numbers"):
+        f.write(row + "\n")
+    with pytest.raises(DatasetError, match=error):
         load_dataset(f"csv:{path}")
 
 

@@ -57,7 +57,8 @@ def main(argv=None) -> int:
 
     sides = torch.cat([image.boxes.area() for image in images]).sqrt().numpy()  # (N,)
     percentiles = (0, 5, 25, 50, 75, 95, 100)
-    print(f"Dataset {dataset}: {len(records)} images, {len(images)} with objects, {len(sides)} objects")
+    pieces = f"tiles of {cfg.INPUT.TILING.SIZE} px" if cfg.INPUT.TILING.SIZE > 0 else "images"
+    print(f"Dataset {dataset}: {len(records)} images, {len(images)} {pieces} with objects, {len(sides)} objects")
     values = ", ".join(f"p{p} {v:.1f}" for p, v in zip(percentiles, np.percentile(sides, percentiles)))
     size = f"{cfg.INPUT.MIN_SIZE_TEST}, max {cfg.INPUT.MAX_SIZE_TEST}"
     print(f"Object size sqrt(w * h) at the input size ({size}), percentiles {values}")

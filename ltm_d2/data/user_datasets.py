@@ -26,14 +26,13 @@ import os
 import xml.etree.ElementTree as ET
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-import numpy as np
 from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
-from .validation import DatasetError, _check_boxes, _raise_if_any, _read_coco_json, validate_coco_json
+from .validation import DatasetError, check_boxes, raise_if_any, read_coco_json, validate_coco_json
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def _image_size(path: str, where: str) -> Tuple[int, int]:
 
 
 def _check_record_boxes(source: str, records: List[dict], places: List[List[str]]) -> None:
-    """The project's box checks (validation._check_boxes) on XYXY records; `places[i][j]` names
+    """The project's box checks (validation.check_boxes) on XYXY records; `places[i][j]` names
     annotation j of record i. Raises a DatasetError listing every bad box."""
     boxes, sizes, where = [], [], []
     for record, names in zip(records, places):
@@ -95,13 +94,8 @@ def _check_record_boxes(source: str, records: List[dict], places: List[List[str]
             sizes.append([record["width"], record["height"]])
             where.append(place)
     problems: List[str] = []
-    _, empty = _check_boxes(
-        np.array(boxes, dtype=np.float64).reshape(-1, 4),
-        np.array(sizes, dtype=np.float64).reshape(-1, 2),
-        where,
-        problems,
-    )
-    _raise_if_any(source, problems)
+    _, empty = check_boxes(boxes, sizes, where, problems)
+    raise_if_any(source, problems)
     if empty:
         logger.warning(f"{source}: {len(empty)} box(es) of zero width or height, not trained on")
 
@@ -281,7 +275,7 @@ def load_coco(spec: DatasetSpec, name: str) -> Loaded:
     classes are its categories in the order of their ids."""
     image_root = spec.second or os.path.dirname(spec.path)
     validate_coco_json(spec.path, image_root)
-    categories = sorted(_read_coco_json(spec.path)["categories"], key=lambda c: c["id"])
+    categories = sorted(read_coco_json(spec.path)["categories"], key=lambda c: c["id"])
     # With the dataset's name, load_coco_json maps category ids to 0..C-1 in the metadata.
     records = load_coco_json(spec.path, image_root, dataset_name=name)
     classes = [c["name"] for c in categories]

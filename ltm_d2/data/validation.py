@@ -58,7 +58,7 @@ def _is_id(value) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
-def _read_coco_json(json_file: str) -> dict:
+def read_coco_json(json_file: str) -> dict:
     """The parsed annotation file, with lists under "images", "annotations" and "categories"."""
     local_file = PathManager.get_local_path(json_file)
     if not os.path.isfile(local_file):
@@ -136,7 +136,7 @@ def _check_images(
 def _check_annotation(
     annotation, position: int, sizes: dict, category_ids: set, seen_ids: set
 ) -> List[str]:
-    """The problems of one annotation other than the values of its box (see _check_boxes)."""
+    """The problems of one annotation other than the values of its box (see check_boxes)."""
     if not isinstance(annotation, dict):
         return [f"annotations[{position}]: expected an object, found {annotation!r:.80}"]
     image_id, annotation_id = annotation.get("image_id"), annotation.get("id")
@@ -160,14 +160,16 @@ def _check_annotation(
     return problems
 
 
-def _check_boxes(
-    boxes: np.ndarray, image_sizes: np.ndarray, places: Sequence[str], problems: List[str]
+def check_boxes(
+    boxes: Sequence, image_sizes: Sequence, places: Sequence[str], problems: List[str]
 ) -> Tuple[int, List[str]]:
     """
     Check the values of (A, 4) XYWH `boxes` against the (A, 2) width and height of their images;
-    `places` names each annotation. Returns the number of boxes partly outside their image and
-    the places of the boxes of zero width or height.
+    `places` names each annotation. Appends a line to `problems` for each bad box; returns the
+    number of boxes partly outside their image and the places of the boxes of zero width or height.
     """
+    boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    image_sizes = np.array(image_sizes, dtype=np.float64).reshape(-1, 2)
     x, y, w, h = boxes.T
     image_w, image_h = image_sizes.T
     finite = np.isfinite(boxes).all(axis=1)
@@ -195,7 +197,7 @@ def _check_boxes(
     return int(clipped.sum()), empty
 
 
-def _raise_if_any(json_file: str, problems: List[str]) -> None:
+def raise_if_any(json_file: str, problems: List[str]) -> None:
     if not problems:
         return
     listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
@@ -225,7 +227,7 @@ def validate_coco_json(json_file: str, image_root: str) -> DatasetSummary:
 @functools.lru_cache(maxsize=16)
 def _validate_coco_json(json_file: str, image_root: str, file_version) -> DatasetSummary:
     """validate_coco_json, done once per version (modification time, size) of a file."""
-    content = _read_coco_json(json_file)
+    content = read_coco_json(json_file)
     problems: List[str] = []
     category_ids = _check_categories(content["categories"], problems)
     sizes = _check_images(content["images"], image_root, problems)
@@ -242,13 +244,8 @@ def _validate_coco_json(json_file: str, image_root: str, file_version) -> Datase
             boxes.append(annotation["bbox"])
             image_sizes.append(sizes[annotation["image_id"]])
             annotated.add(annotation["image_id"])
-    num_clipped, empty = _check_boxes(
-        np.array(boxes, dtype=np.float64).reshape(-1, 4),
-        np.array(image_sizes, dtype=np.float64).reshape(-1, 2),
-        places,
-        problems,
-    )
-    _raise_if_any(json_file, problems)
+    num_clipped, empty = check_boxes(boxes, image_sizes, places, problems)
+    raise_if_any(json_file, problems)
     summary = DatasetSummary(
         num_images=len(sizes),
         num_annotations=len(annotations),
