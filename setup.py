@@ -16,6 +16,7 @@ setup(
         "iopath",
         "pycocotools",
         "matplotlib",
+        "Pillow",  # image sizes from file headers (a user's CSV dataset)
     ],
     extras_require={"test": ["pytest", "hypothesis"]},
 )
