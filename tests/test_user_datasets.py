@@ -9,7 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from conftest import TINY_CONFIG
 from ltm_d2 import load_config
 from ltm_d2.data import DatasetError
-from ltm_d2.data.user_datasets import load_dataset, parse_dataset_spec
+from ltm_d2.data.user_datasets import load_dataset
 from user_data import make_images, voc_xml, write_coco, write_csv, write_voc
 
 
@@ -181,4 +181,4 @@ def test_an_empty_dataset_is_refused(tmp_path, fmt):
 
 def test_an_unknown_format_is_refused_listing_the_formats():
     with pytest.raises(DatasetError, match="expected FORMAT:PATH with FORMAT one of coco, voc, csv"):
-        parse_dataset_spec("yolo:data")
+        cfg_for(["yolo:data/train"])

@@ -373,6 +373,9 @@ def register_config_datasets(cfg) -> None:
     equal it otherwise.
     """
     names = [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if is_dataset_spec(n)]
+    for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST):
+        if ":" in name and name not in names and name not in DatasetCatalog.list():
+            parse_dataset_spec(name)  # an unknown format: the error lists the known ones
     if not names:
         return
     if cfg.DATASETS.CLASS_NAMES:
