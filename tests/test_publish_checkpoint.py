@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser
 
 from ltm_d2 import model_zoo
@@ -115,3 +116,22 @@ def test_a_malformed_metrics_file_is_refused_naming_the_line(run_dir, tmp_path):
     (broken / "metrics.json").write_text('{"iteration": 0}\n{"bbox/AP": \n')
     with pytest.raises(SystemExit, match="metrics.json line 2 is not JSON"):
         publish_checkpoint.main([str(broken), "--name", TINY])
+
+
+def test_an_ltm_run_gets_a_plain_retinanet_config_beside_the_weights(run_dir, tmp_path, capsys):
+    path, _, _ = publish(capsys, run_dir, "--output", tmp_path)
+    plain = get_cfg()
+    plain.merge_from_file(path[: -len(".pth")] + ".retinanet.yaml", allow_unsafe=False)
+    assert plain.MODEL.META_ARCHITECTURE == "RetinaNet" and plain.MODEL.WEIGHTS == path
+
+
+def test_an_ltm_af_run_gets_no_plain_config_and_is_told_why(run_dir, tmp_path, capsys):
+    ltm_af = tmp_path / "ltm_af"
+    ltm_af.mkdir()
+    for name in ("model_final.pth", "metrics.json"):
+        os.symlink(os.path.join(run_dir, name), ltm_af / name)
+    config = open(os.path.join(run_dir, "config.yaml")).read()
+    (ltm_af / "config.yaml").write_text(config.replace("META_ARCHITECTURE: LTM\n", "META_ARCHITECTURE: LTMAF\n"))
+    publish_checkpoint.main([str(ltm_af), "--output", str(tmp_path / "published"), "--name", TINY])
+    assert "No plain Detectron2 RetinaNet config: MODEL.META_ARCHITECTURE 'LTMAF'" in capsys.readouterr().out
+    assert [p.suffix for p in (tmp_path / "published").iterdir()] == [".pth"]

@@ -8,7 +8,10 @@ model_final_<first 6 hex digits of its SHA-256>.pth. Prints the model-zoo catalo
     python tools/publish_checkpoint.py output/demo --name Shapes-Detection/ltm_R_18_FPN_demo.yaml \
         --output published --url-prefix https://example.org/ltm_d2/
 
-The file loads with DetectionCheckpointer and with torch.load(..., weights_only=True).
+The file loads with DetectionCheckpointer and with torch.load(..., weights_only=True). Beside it,
+model_final_<hex>.retinanet.yaml is the plain Detectron2 RetinaNet config of an anchor-based model
+(tools/convert_to_retinanet.py, docs/deploy.md), with MODEL.WEIGHTS the file's URL (or path): Detectron2
+without ltm_d2 runs the model with it. LTM-AF models have none (the tool says why).
 """
 import argparse
 import json
@@ -21,6 +24,7 @@ import torch
 
 from ltm_d2 import load_config
 from ltm_d2.checkpoint import CheckpointFileError, load_state_dict_file
+from ltm_d2.deploy import NoPlainRetinaNetError, plain_retinanet_yaml
 from ltm_d2.model_zoo import sha256_of
 
 
@@ -93,6 +97,20 @@ def publish(weights: Dict[str, torch.Tensor], config: str, metrics: Dict, folder
     return path, sha256
 
 
+def write_plain_config(output_dir: str, published: str, weights_location: str) -> str:
+    """Write the plain RetinaNet config of the run beside the `published` file, with MODEL.WEIGHTS
+    `weights_location`; returns what was done, for the user."""
+    cfg = load_config(os.path.join(output_dir, "config.yaml"), ["MODEL.WEIGHTS", weights_location])
+    try:
+        text = plain_retinanet_yaml(cfg, os.path.join(output_dir, "config.yaml"))
+    except NoPlainRetinaNetError as e:
+        return f"No plain Detectron2 RetinaNet config: {e}"
+    path = os.path.splitext(published)[0] + ".retinanet.yaml"
+    with open(path, "w") as f:
+        f.write(text)
+    return f"Plain Detectron2 RetinaNet config (no ltm_d2 needed): {path}"
+
+
 def main(argv=None):
     args = parse_args(argv)
     weights = read_weights(args.weights or os.path.join(args.output_dir, "model_final.pth"), args.fp16)
@@ -102,6 +120,7 @@ def main(argv=None):
     filename = os.path.basename(path)
     url = args.url_prefix + filename if args.url_prefix else "file://" + os.path.abspath(path)
     print(f"Published {path} ({os.path.getsize(path)} bytes, SHA-256 {sha256})")
+    print(write_plain_config(args.output_dir, path, args.url_prefix + filename if args.url_prefix else path))
     if metrics:
         print("Final evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     print("Catalog line for ltm_d2/model_zoo/model_zoo.py (CATALOG):")

@@ -1,0 +1,120 @@
+"""The plain Detectron2 RetinaNet view of an LTM model (ltm_d2/deploy/retinanet_config.py,
+tools/convert_to_retinanet.py), run by a Detectron2 process that never imports ltm_d2."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detectron2.config import get_cfg
+
+from ltm_d2.checkpoint import SafeCheckpointer
+from ltm_d2.deploy import NoPlainRetinaNetError, plain_retinanet_config
+from ltm_d2.visualization import safe_predictor
+
+from conftest import REPO, TINY_CONFIG, build_tiny_model, tiny_cfg
+from hand_made import load_tool
+
+IMAGE_SIZES = [(96, 128), (128, 72), (64, 64)]  # (H, W)
+
+
+def convert(*argv):
+    load_tool("tools/convert_to_retinanet.py").main([*map(str, argv)])
+
+
+def value(cfg, key):
+    """The value of a dotted key of a config."""
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def all_keys(node, prefix=""):
+    """The dotted names of every leaf key of a config."""
+    keys = set()
+    for key, value in node.items():
+        keys |= all_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+    return keys
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A checkpoint of the tiny LTM model, saved by our checkpointer, with a head that fires on
+    many anchors (random weights otherwise: every detection differs in score and box)."""
+    folder = tmp_path_factory.mktemp("weights")
+    model = build_tiny_model(seed=3)
+    model.head.cls_score.bias.data.fill_(1.0)
+    SafeCheckpointer(model, save_dir=str(folder)).save("ltm_tiny")
+    return str(folder / "ltm_tiny.pth")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, size in enumerate(IMAGE_SIZES):
+        paths.append(str(folder / f"{k}.png"))
+        cv2.imwrite(paths[-1], rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+    return paths
+
+
+def test_plain_detectron2_gives_exactly_the_detections_of_our_predictor(tmp_path, weights, images):
+    plain_config = tmp_path / "plain.yaml"
+    convert("--config-file", TINY_CONFIG, "--output", plain_config, "MODEL.WEIGHTS", weights)
+    out = tmp_path / "plain_detections.pth"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, os.path.join(REPO, "tests", "plain_detectron2_predict.py"),
+                    str(plain_config), str(out), *images], cwd=tmp_path, env=env, check=True)
+    plain = torch.load(out, weights_only=True)
+    assert plain["architecture"] == "RetinaNet" and plain["ltm_d2_modules"] == []
+    assert plain["missing_keys"] == [] and plain["unexpected_keys"] == []
+
+    predictor = safe_predictor(tiny_cfg("MODEL.WEIGHTS", weights))
+    assert type(predictor.model).__name__ == "LTM"
+    for path, (boxes, scores, classes) in zip(images, plain["detections"]):
+        ours = predictor(cv2.imread(path))["instances"]
+        assert len(ours) > 0
+        assert torch.equal(ours.pred_boxes.tensor, boxes)
+        assert torch.equal(ours.scores, scores)
+        assert torch.equal(ours.pred_classes, classes)
+
+
+def test_the_plain_config_has_only_detectron2_keys_and_our_inference_settings():
+    cfg = tiny_cfg()
+    plain = plain_retinanet_config(cfg)
+    assert plain.MODEL.META_ARCHITECTURE == "RetinaNet"
+    assert all_keys(plain) == all_keys(get_cfg())
+    assert "MODEL.LTM.MATCHING" in all_keys(cfg) - all_keys(plain)
+    for key in ("MODEL.ANCHOR_GENERATOR.SIZES", "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+                "MODEL.RETINANET.BBOX_REG_WEIGHTS", "MODEL.RETINANET.NMS_THRESH_TEST",
+                "MODEL.RETINANET.SCORE_THRESH_TEST", "MODEL.RETINANET.TOPK_CANDIDATES_TEST",
+                "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD",
+                "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS", "MODEL.BACKBONE.NAME",
+                "TEST.DETECTIONS_PER_IMAGE"):
+        assert value(cfg, key) == value(plain, key), key
+
+
+@pytest.mark.parametrize("matching", ["freeanchor", "topk"])
+def test_every_matching_mode_has_the_same_plain_config(matching):
+    plain = plain_retinanet_config(tiny_cfg("MODEL.LTM.MATCHING", matching))
+    assert plain == plain_retinanet_config(tiny_cfg())
+
+
+def test_ltm_af_is_refused_naming_its_linear_box_coder(tmp_path):
+    config = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_af_R_18_FPN_demo.yaml")
+    with pytest.raises(SystemExit, match="LTMAF.*no plain RetinaNet equivalent.*Box2BoxTransformLinear"):
+        convert("--config-file", config, "--output", tmp_path / "plain.yaml")
+    assert not (tmp_path / "plain.yaml").exists()
+
+
+@pytest.mark.parametrize("key, name", [
+    ("MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_p5_backbone"),
+    ("MODEL.ANCHOR_GENERATOR.NAME", "RoundedRatioAnchorGenerator"),
+])
+def test_a_builder_registered_by_ltm_d2_is_refused_naming_the_key(key, name):
+    with pytest.raises(NoPlainRetinaNetError, match=f"{key} '{name}' is registered by ltm_d2"):
+        plain_retinanet_config(tiny_cfg(key, name))
