@@ -18,5 +18,5 @@ setup(
         "matplotlib",
         "Pillow",  # image sizes from file headers (a user's CSV dataset)
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "hypothesis", "onnx", "onnxruntime"]},
 )
