@@ -1,0 +1,214 @@
+"""
+Exporting a dense detector (LTM, LTM-AF, RetinaNet) with Detectron2's export API, and checking
+each export against the eager model on images of other sizes than the one it was traced on.
+
+A saved TorchScript model needs ``import torchvision`` before ``torch.jit.load`` (its NMS is
+torchvision's operator).
+
+* TorchScript by tracing: :class:`detectron2.export.TracingAdapter` and ``torch.jit.trace``, as
+  Detectron2's tools/deploy/export_model.py does. Height and width stay dynamic.
+* TorchScript by scripting: :func:`detectron2.export.scripting_with_instances`. LTM and RetinaNet
+  script; LTM-AF does not (:data:`LTMAF_SCRIPTING`).
+* ONNX: ``torch.onnx.export`` (the TorchScript-based exporter) of the TracingAdapter, with the
+  whole postprocessing (top-k, box decoding, per-class NMS) and a dynamic height and width.
+
+The exported models end, like Detectron2's, before the resize of the boxes to the original image
+size (``detector_postprocess``), which :func:`check_export` applies as Detectron2's tool does.
+"""
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from detectron2.config import CfgNode
+from detectron2.data import transforms as T
+from detectron2.export import STABLE_ONNX_OPSET_VERSION, TracingAdapter, scripting_with_instances
+from detectron2.modeling.box_regression import Box2BoxTransformLinear
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
+
+# The Instances fields of a dense detector's output, declared for scripting.
+SCRIPTING_FIELDS = {"pred_boxes": Boxes, "scores": Tensor, "pred_classes": Tensor}
+# Names of the ONNX outputs: the TracingAdapter flattens the output Instances by sorted field
+# name, then its image size.
+ONNX_OUTPUTS = ("pred_boxes", "pred_classes", "scores", "image_size")
+LTMAF_SCRIPTING = (
+    "LTM-AF cannot be scripted: its box coder, Detectron2's Box2BoxTransformLinear, is not a "
+    "TorchScript class (Box2BoxTransform, RetinaNet's, is declared with @torch.jit.script), so "
+    "torch.jit.script cannot compile the model's box2box_transform attribute; export it with "
+    "--export-method tracing"
+)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Largest differences accepted between an export's detections and the eager model's."""
+
+    boxes: float  # pixels, any coordinate
+    scores: float
+
+
+# TorchScript runs the eager model's own kernels: its detections are bitwise equal.
+EXACT = Tolerance(boxes=0.0, scores=0.0)
+# onnxruntime computes convolutions and sums in another order: float32 rounding differences,
+# measured at 2e-5 px and 3e-7 on the tiny config (docs/deploy.md).
+ONNX_TOLERANCE = Tolerance(boxes=1e-2, scores=1e-4)
+
+
+class ExportError(RuntimeError):
+    """A model that cannot be exported as asked."""
+
+
+def network_input(cfg: CfgNode, bgr: np.ndarray) -> Dict:
+    """The model input of an (H, W, 3) BGR image, prepared as DefaultPredictor prepares it."""
+    image = bgr[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else bgr
+    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    resized = resize.get_transform(image).apply_image(image)
+    tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+    return {"image": tensor, "height": bgr.shape[0], "width": bgr.shape[1]}
+
+
+def export_tracing(model: nn.Module, image: Tensor) -> Tuple[TracingAdapter, torch.jit.ScriptModule]:
+    """The TracingAdapter of an eval-mode `model` and its trace on one (3, H, W) `image`."""
+    adapter = TracingAdapter(model, [{"image": image}]).eval()
+    with torch.no_grad():
+        return adapter, torch.jit.trace(adapter, (image,))
+
+
+class ScriptableAdapter(nn.Module):
+    """
+    A dense detector that returns the fields of its Instances as dicts, the model that
+    Detectron2's export_model.py scripts (a scripted model cannot return Instances,
+    pytorch/pytorch#46944).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    def forward(self, inputs: Tuple[Dict[str, Tensor]]) -> List[Dict[str, Tensor]]:
+        return [instances.get_fields() for instances in self.model(inputs)]
+
+
+def export_scripting(model: nn.Module) -> torch.jit.ScriptModule:
+    """``scripting_with_instances`` of an eval-mode `model`; ExportError, with torch's reason, where
+    scripting fails."""
+    try:
+        return scripting_with_instances(ScriptableAdapter(model), SCRIPTING_FIELDS)
+    except RuntimeError as e:
+        torch_says = next(line for line in str(e).splitlines() if line.strip())
+        reason = LTMAF_SCRIPTING if isinstance(model.box2box_transform, Box2BoxTransformLinear) else (
+            f"{type(model).__name__} cannot be scripted"
+        )
+        raise ExportError(f"{reason}. torch.jit.script says: {torch_says}") from e
+
+
+def export_onnx(adapter: TracingAdapter, image: Tensor, path: str) -> None:
+    """Write the ONNX model of a TracingAdapter, traced on `image`, with a dynamic height and width."""
+    dynamic = {"image": {1: "height", 2: "width"}}
+    dynamic.update({name: {0: "detections"} for name in ONNX_OUTPUTS[:-1]})
+    with torch.no_grad():
+        torch.onnx.export(
+            adapter,
+            (image,),
+            path,
+            dynamo=False,
+            opset_version=STABLE_ONNX_OPSET_VERSION,
+            input_names=["image"],
+            output_names=list(ONNX_OUTPUTS),
+            dynamic_axes=dynamic,
+        )
+
+
+# An exported model as a function of a (3, H, W) image to its Instances at size (H, W).
+Runner = Callable[[Tensor], Instances]
+
+
+def traced_runner(adapter: TracingAdapter, traced: torch.jit.ScriptModule) -> Runner:
+    return lambda image: adapter.outputs_schema(traced(image))[0]["instances"]
+
+
+def scripted_runner(scripted: torch.jit.ScriptModule) -> Runner:
+    def run(image: Tensor) -> Instances:
+        fields = scripted(({"image": image},))[0]
+        boxes = Boxes(fields.pop("pred_boxes"))  # a scripted model returns them as a tensor
+        return Instances(tuple(image.shape[1:]), pred_boxes=boxes, **fields)
+
+    return run
+
+
+def onnx_runner(adapter: TracingAdapter, path: str) -> Runner:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    def run(image: Tensor) -> Instances:
+        outputs = session.run(None, {"image": image.cpu().numpy()})
+        return adapter.outputs_schema([torch.from_numpy(o) for o in outputs])[0]["instances"]
+
+    return run
+
+
+@dataclass
+class Difference:
+    """An export's detections on one image against the eager model's."""
+
+    input_size: Tuple[int, int]  # (H, W) of the network input
+    eager: int  # number of detections
+    exported: int
+    boxes: float  # largest difference of a box coordinate, pixels (nan if the counts differ)
+    scores: float
+    same_classes: bool
+    eager_seconds: float
+    exported_seconds: float
+
+    def within(self, tolerance: Tolerance) -> bool:
+        return (
+            self.eager == self.exported
+            and self.same_classes
+            and self.boxes <= tolerance.boxes
+            and self.scores <= tolerance.scores
+        )
+
+
+def _largest_difference(a: Tensor, b: Tensor) -> float:
+    return float((a - b).abs().max()) if len(a) else 0.0
+
+
+def _timed(function, *args):
+    start = time.perf_counter()
+    with torch.no_grad():
+        result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def check_export(model: nn.Module, run: Runner, inputs: List[Dict]) -> List[Difference]:
+    """
+    The differences between the eager `model` and an exported one on each input (a dict of
+    :func:`network_input`); both detections are at the original image size.
+    """
+    differences = []
+    for item in inputs:
+        eager, eager_seconds = _timed(lambda: model([item])[0]["instances"])
+        exported, exported_seconds = _timed(run, item["image"])
+        exported = detector_postprocess(exported, item["height"], item["width"])
+        same_count = len(eager) == len(exported)
+        differences.append(
+            Difference(
+                input_size=tuple(item["image"].shape[1:]),
+                eager=len(eager),
+                exported=len(exported),
+                boxes=_largest_difference(eager.pred_boxes.tensor, exported.pred_boxes.tensor)
+                if same_count
+                else float("nan"),
+                scores=_largest_difference(eager.scores, exported.scores) if same_count else float("nan"),
+                same_classes=same_count and torch.equal(eager.pred_classes, exported.pred_classes),
+                eager_seconds=eager_seconds,
+                exported_seconds=exported_seconds,
+            )
+        )
+    return differences
