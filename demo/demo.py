@@ -15,6 +15,10 @@ or, with --compare-config-file, those of two models side by side on the same ima
 One picture per input image, under --output with the input's name. The class names are those of
 the config's first test dataset. --opts KEY VALUE ... overrides apply to both models. With
 INPUT.TILING.SIZE > 0, images larger than that are detected in overlapping tiles.
+
+A video (--video-input FILE; one model) is written to --output as <its name>.mp4, its detections
+drawn by Detectron2's VideoVisualizer (an object keeps its colour from frame to frame); --webcam
+shows the detections on the camera's frames in a window until Esc is pressed.
 """
 import argparse
 import glob
@@ -24,7 +28,8 @@ import time
 
 import cv2
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import Metadata, MetadataCatalog
+from detectron2.utils.video_visualizer import VideoVisualizer
 
 from ltm_d2 import load_config
 from ltm_d2.modeling import tiled_predictor
@@ -46,9 +51,11 @@ def get_parser():
     parser.add_argument("--compare-weights", help="the second model's checkpoint")
     parser.add_argument("--names", nargs=2, metavar=("FIRST", "SECOND"),
                         help="panel titles of the two models (default: their config names)")
-    parser.add_argument("--input", nargs="+", required=True,
-                        help="image files or glob patterns (quote them: 'dir/*.jpg')")
-    parser.add_argument("--output", required=True, help="folder for the pictures")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="image files or glob patterns (quote them: 'dir/*.jpg')")
+    source.add_argument("--video-input", metavar="FILE", help="a video file")
+    source.add_argument("--webcam", action="store_true", help="the camera's frames, shown in a window")
+    parser.add_argument("--output", help="folder for the pictures or the video (not with --webcam)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5,
                         help="smallest score of a drawn detection (default 0.5)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
@@ -85,8 +92,51 @@ def build_predictor(config_file, weights, opts):
     return predictor, metadata
 
 
+def drawn_frames(capture, predictor, metadata, threshold):
+    """The BGR frames of an OpenCV capture with their detections drawn, in the same size."""
+    visualizer = VideoVisualizer(metadata or Metadata())
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        instances = confident_detections(predictor, frame, threshold)
+        yield visualizer.draw_instance_predictions(frame[:, :, ::-1], instances).get_image()[:, :, ::-1]
+
+
+def detect_on_video(args, predictor, metadata):
+    """Write --video-input with its detections drawn as <--output>/<its name>.mp4, or show the
+    webcam's frames with theirs."""
+    capture = cv2.VideoCapture(0 if args.webcam else args.video_input)
+    if not capture.isOpened():
+        sys.exit("error: no camera to read" if args.webcam
+                 else f"error: {args.video_input}: not a video OpenCV can read")
+    frames = drawn_frames(capture, predictor, metadata, args.confidence_threshold)
+    if args.webcam:
+        for frame in frames:
+            cv2.imshow("ltm_d2 demo (Esc quits)", frame)
+            if cv2.waitKey(1) == 27:
+                break
+        cv2.destroyAllWindows()
+        return
+    os.makedirs(args.output, exist_ok=True)
+    out = os.path.join(args.output, os.path.splitext(os.path.basename(args.video_input))[0] + ".mp4")
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), capture.get(cv2.CAP_PROP_FPS) or 25, size)
+    count = 0
+    for count, frame in enumerate(frames, 1):
+        writer.write(frame)
+    writer.release()
+    print(f"Video of {count} frames written to {os.path.abspath(out)}")
+
+
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    if (args.output is None) != args.webcam:
+        sys.exit("error: --webcam shows the frames; the others need --output")
+    if args.video_input or args.webcam:
+        if args.compare_config_file:
+            sys.exit("error: --compare-config-file draws images only, not --video-input or --webcam")
+        return detect_on_video(args, *build_predictor(args.config_file, args.weights, args.opts))
     files = input_files(args.input)
     models = [(args.config_file, args.weights)]
     if args.compare_config_file:

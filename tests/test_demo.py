@@ -64,3 +64,20 @@ def test_a_missing_file_is_named(tmp_path, images, arguments, message):
     arguments = [str(images / "a.png") if a == "IMAGES" else a for a in arguments]
     with pytest.raises(SystemExit, match=message.replace("*", r"\*")):
         run_demo(*arguments, "--output", str(tmp_path / "out"))
+
+
+def test_a_video_is_written_with_its_frames_drawn_at_their_size(tmp_path, weights, capsys):
+    video = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for _ in range(4):
+        writer.write(np.full((48, 64, 3), 128, dtype=np.uint8))  # grey: boxes drawn on it stand out
+    writer.release()
+    run_demo("--weights", weights, "--video-input", video, "--output", str(tmp_path / "out"),
+             "--confidence-threshold", "0.3")
+    assert "Video of 4 frames written to" in capsys.readouterr().out
+    drawn = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
+    frames = []
+    while (frame := drawn.read()[1]) is not None:
+        frames.append(frame)
+    assert len(frames) == 4 and all(frame.shape == (48, 64, 3) for frame in frames)
+    assert all(np.abs(frame.astype(int) - 128).max() > 100 for frame in frames)
