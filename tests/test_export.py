@@ -6,9 +6,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from ltm_d2.checkpoint import SafeCheckpointer
-from ltm_d2.deploy.export import EXACT, check_export, export_tracing, network_input, traced_runner
+from ltm_d2.deploy.export import (
+    EXACT,
+    check_export,
+    export_tracing,
+    network_input,
+    traced_batched_nms,
+    traced_runner,
+)
 
 from conftest import TINY_CONFIG, build_tiny_model, tiny_cfg
 from hand_made import load_tool
@@ -116,3 +124,21 @@ def test_the_check_reports_an_export_that_differs(sample_image):
     difference, = check_export(model, run_shifted, [sample])
     assert difference.boxes == pytest.approx(0.5, abs=1e-4) and difference.scores == 0
     assert not difference.within(EXACT)
+
+
+def test_traced_batched_nms_makes_the_eager_nms_the_one_a_traced_graph_holds():
+    """Anchor-like boxes in a 128 px image whose sides float32 rounds once the boxes are offset by
+    their class: the per-class NMS of the eager model (more than 1000 boxes) and the class-offset
+    NMS of a traced graph decide some IoUs next to the threshold differently."""
+    g = torch.Generator().manual_seed(0)
+    corners = torch.randint(0, 16, (5000, 2), generator=g).float() * 8
+    sizes = torch.tensor([32.0, 40.3174736, 50.7968337, 64.0, 80.6349472])
+    sides = sizes[torch.randint(0, 5, (5000,), generator=g)][:, None]
+    boxes = torch.cat([corners, corners + sides], dim=1).clamp(max=128)
+    scores = torch.rand(5000, generator=g)
+    classes = torch.randint(0, 6, (5000,), generator=g)
+    traced = torchvision.ops.boxes._batched_nms_coordinate_trick(boxes, scores, classes, 0.5)
+    assert not torch.equal(torchvision.ops.batched_nms(boxes, scores, classes, 0.5), traced)
+    with traced_batched_nms():
+        assert torch.equal(torchvision.ops.batched_nms(boxes, scores, classes, 0.5), traced)
+    assert not torch.equal(torchvision.ops.batched_nms(boxes, scores, classes, 0.5), traced)

@@ -4,7 +4,10 @@ Export an LTM, LTM-AF or RetinaNet model to TorchScript or ONNX with Detectron2'
 (the flags of Detectron2's tools/deploy/export_model.py), then check the export against the eager
 model on the sample image and on two crops of it, whose network inputs have other sizes than the
 traced one; prints the differences measured and exits with 1 if any is out of tolerance
-(TorchScript: bitwise equal; ONNX: boxes within 0.01 px, scores within 1e-4, same classes).
+(TorchScript: bitwise equal; ONNX: boxes within 0.01 px, scores within 1e-4, same classes). Where
+a traced export differs, the check is run again with the eager model using the traced graph's
+batched NMS, which may decide IoUs within float32 rounding of the NMS threshold otherwise
+(docs/deploy.md); the exit code is that check's.
 
     python tools/export_model.py --config-file configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml \
         --export-method tracing --format onnx --output exported \
@@ -102,9 +105,8 @@ def export(args, model, sample):
     return onnx_runner(adapter, path), ONNX_TOLERANCE
 
 
-def print_differences(differences, tolerance, traced_size):
-    print(f"Against the eager model (tolerance: boxes {tolerance.boxes} px, scores {tolerance.scores}, "
-          "same classes):")
+def print_differences(title, differences, tolerance, traced_size):
+    print(f"{title} (tolerance: boxes {tolerance.boxes} px, scores {tolerance.scores}, same classes):")
     print(f"  {'input':>15}  {'detections':>10}  {'max box diff':>12}  {'max score diff':>14}  "
           f"{'classes':>7}  {'eager s':>7}  {'export s':>8}")
     for d in differences:
@@ -138,7 +140,12 @@ def main(argv=None) -> int:
                                                     if traced_size else ""))
     inputs = [sample] + [network_input(cfg, image) for image in other_sizes(bgr)]
     differences = check_export(model, run, inputs)
-    print_differences(differences, tolerance, traced_size)
+    print_differences("Against the eager model", differences, tolerance, traced_size)
+    if traced_size and not all(d.within(tolerance) for d in differences):
+        # A traced graph's batched NMS may decide IoUs at the threshold otherwise (ltm_d2/deploy/export.py).
+        differences = check_export(model, run, inputs, nms_as_traced=True)
+        print_differences("Against the eager model with the traced graph's batched NMS (class offsets)",
+                          differences, tolerance, traced_size)
     failed = [d for d in differences if not d.within(tolerance)]
     print(f"{len(differences) - len(failed)} of {len(differences)} images within tolerance")
     return 1 if failed else 0
