@@ -32,7 +32,6 @@ from detectron2.data import Metadata, MetadataCatalog
 from detectron2.utils.video_visualizer import VideoVisualizer
 
 from ltm_d2 import load_config
-from ltm_d2.modeling import tiled_predictor
 from ltm_d2.visualization import (
     confident_detections,
     draw_detections,
@@ -86,10 +85,7 @@ def build_predictor(config_file, weights, opts):
     cfg = load_config(config_file, opts)
     cfg.freeze()
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
-    predictor = safe_predictor(cfg)
-    if cfg.INPUT.TILING.SIZE > 0:
-        predictor = tiled_predictor(cfg, predictor)  # images larger than a tile: tile by tile
-    return predictor, metadata
+    return safe_predictor(cfg), metadata
 
 
 def drawn_frames(capture, predictor, metadata, threshold):

@@ -14,6 +14,7 @@ from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 
 from .checkpoint import SafeCheckpointer
+from .modeling.tiled_inference import tiled_predictor
 
 # Small images are drawn enlarged to this longer side, so that labels stay legible.
 MIN_DRAWN_SIZE = 512
@@ -24,7 +25,8 @@ TITLE_HEIGHT = 28
 def safe_predictor(cfg: CfgNode) -> DefaultPredictor:
     """
     Detectron2's DefaultPredictor of `cfg`, with MODEL.WEIGHTS read by SafeCheckpointer: a file
-    that would run code is refused before anything in it runs.
+    that would run code is refused before anything in it runs. With INPUT.TILING.SIZE > 0, images
+    larger than a tile are detected tile by tile (:func:`tiled_predictor`).
     """
     weights = cfg.MODEL.WEIGHTS
     cfg = cfg.clone()
@@ -33,6 +35,8 @@ def safe_predictor(cfg: CfgNode) -> DefaultPredictor:
     predictor = DefaultPredictor(cfg)
     if weights:
         SafeCheckpointer(predictor.model).load(weights)
+    if cfg.INPUT.TILING.SIZE > 0:
+        predictor = tiled_predictor(cfg, predictor)
     return predictor
 
 
