@@ -182,3 +182,21 @@ def test_an_empty_dataset_is_refused(tmp_path, fmt):
 def test_an_unknown_format_is_refused_listing_the_formats():
     with pytest.raises(DatasetError, match="expected FORMAT:PATH with FORMAT one of coco, voc, csv"):
         cfg_for(["yolo:data/train"])
+
+
+def test_evaluation_warns_when_an_image_holds_more_objects_than_the_detections_kept(tmp_path, images, caplog):
+    from ltm_d2.engine import Trainer
+
+    path = write_csv(str(tmp_path), images)  # three objects per image
+    cfg = cfg_for([f"csv:{path}"], [f"csv:{path}"], "TEST.DETECTIONS_PER_IMAGE", "2")
+    Trainer.build_evaluator(cfg, f"csv:{path}", str(tmp_path / "inference"))
+    assert "an image has 3 objects, but the model keeps at most TEST.DETECTIONS_PER_IMAGE 2" in caplog.text
+
+
+def test_coco_ap_counts_every_detection_a_crowded_config_keeps(tmp_path, images):
+    from ltm_d2.engine import Trainer
+
+    path = write_csv(str(tmp_path), images)
+    cfg = cfg_for([f"csv:{path}"], [f"csv:{path}"], "TEST.DETECTIONS_PER_IMAGE", "500")
+    evaluator = Trainer.build_evaluator(cfg, f"csv:{path}", str(tmp_path / "inference"))
+    assert evaluator._max_dets_per_image == [1, 10, 500]
