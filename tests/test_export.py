@@ -142,3 +142,16 @@ def test_traced_batched_nms_makes_the_eager_nms_the_one_a_traced_graph_holds():
     with traced_batched_nms():
         assert torch.equal(torchvision.ops.batched_nms(boxes, scores, classes, 0.5), traced)
     assert not torch.equal(torchvision.ops.batched_nms(boxes, scores, classes, 0.5), traced)
+
+
+def test_detections_of_equal_score_are_compared_in_the_order_of_their_boxes():
+    from detectron2.structures import Boxes, Instances
+
+    from ltm_d2.deploy.export import in_canonical_order
+
+    boxes = torch.tensor([[5.0, 0, 9, 9], [1.0, 0, 4, 4], [2.0, 2, 8, 8]])
+    a = Instances((10, 10), pred_boxes=Boxes(boxes), scores=torch.tensor([1.0, 1.0, 0.5]))
+    b = a[torch.tensor([1, 0, 2])]
+    b.scores = torch.tensor([1.0, 1.0 - 1e-7, 0.5])  # a runtime's rounding of the same scores
+    assert torch.equal(in_canonical_order(a).pred_boxes.tensor, in_canonical_order(b).pred_boxes.tensor)
+    assert in_canonical_order(a).pred_boxes.tensor[0, 0] == 1.0

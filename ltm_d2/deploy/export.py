@@ -185,6 +185,19 @@ class Difference:
         )
 
 
+def in_canonical_order(instances: Instances, score_step: float = 1e-4) -> Instances:
+    """
+    Detections by decreasing score rounded to `score_step` (the ONNX score tolerance), equal
+    rounded scores by their box (x1, y1, x2, y2): top-k and NMS return detections of equal score
+    (a confident trained model saturates many at 1.0) in an order of their runtime's own, so two
+    runtimes are compared in this order.
+    """
+    boxes = instances.pred_boxes.tensor.cpu().numpy()  # (N, 4)
+    rounded = torch.round(instances.scores / score_step).cpu().numpy()  # (N,)
+    order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -rounded))
+    return instances[torch.as_tensor(order, dtype=torch.long)]
+
+
 def _largest_difference(a: Tensor, b: Tensor) -> float:
     return float((a - b).abs().max()) if len(a) else 0.0
 
@@ -226,6 +239,7 @@ def check_export(
         size = tuple(int(s) for s in exported.image_size)
         exported = Instances(size, **exported.get_fields())
         exported = detector_postprocess(exported, item["height"], item["width"])
+        eager, exported = in_canonical_order(eager), in_canonical_order(exported)
         same_count = len(eager) == len(exported)
         differences.append(
             Difference(
