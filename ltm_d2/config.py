@@ -1,4 +1,4 @@
-"""Config keys of the ltm_d2 project (SPEC §3), and loading a config file with them."""
+"""Config keys of the ltm_d2 project (paper §3, §4.1), and loading a config file with them."""
 from typing import Sequence
 
 import torch

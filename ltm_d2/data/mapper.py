@@ -1,4 +1,4 @@
-"""Skipping training images that cannot be read, and counting them (issue 8)."""
+"""Skipping training images that cannot be read, and counting them."""
 import copy
 import ctypes
 import logging

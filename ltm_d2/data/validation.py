@@ -1,5 +1,5 @@
 """
-Checks of a COCO-format detection dataset before training (issue 8).
+Checks of a COCO-format detection dataset before training.
 
 Detectron2 trusts its annotation file: a NaN coordinate, a box of negative size or one entirely
 outside its image is dropped silently or trained on, an unknown category id or an annotation of
