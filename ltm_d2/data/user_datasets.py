@@ -16,7 +16,7 @@ A user's own dataset, named in the config by its format and paths instead of a r
 Such a name registers itself in Detectron2's DatasetCatalog when a config holding it is loaded
 (:func:`register_config_datasets`, called by `load_config`), so every process that reads the
 config, spawned workers included, sees the dataset. Class names come from the data; the training
-set decides them and the test sets must agree (see :func:`dataset_classes`).
+set decides them and the test sets must agree (see :func:`register_config_datasets`).
 """
 import csv
 import functools

@@ -2,6 +2,7 @@
 import hashlib
 import logging
 import os
+from typing import List
 import xml.etree.ElementTree as ET
 
 import torch
@@ -12,14 +13,12 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 
-def write_voc_annotations(dataset_name: str, folder: str) -> None:
+def write_voc_annotations(records: List[dict], classes: List[str], folder: str) -> None:
     """
-    The ground truth of a dataset as the files Detectron2's `voc_eval` reads: folder/<i>.xml for
-    record i (VOC's 1-based integer corners; <difficult> from the annotation, default 0) and
-    folder/images.txt listing them.
+    The ground truth of dataset `records` (category ids into `classes`) as the files Detectron2's
+    `voc_eval` reads: folder/<i>.xml for record i (VOC's 1-based integer corners; <difficult>
+    from the annotation, default 0) and folder/images.txt listing them.
     """
-    records = DatasetCatalog.get(dataset_name)
-    classes = MetadataCatalog.get(dataset_name).thing_classes
     os.makedirs(folder, exist_ok=True)
     for i, record in enumerate(records):
         root = ET.Element("annotation")
@@ -54,12 +53,13 @@ class VOCEvaluator(PascalVOCDetectionEvaluator):
         # Detectron2 caches the files it parsed by path: one folder per dataset.
         digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
         folder = os.path.join(output_dir, f"voc_ground_truth_{digest}")
+        records = DatasetCatalog.get(dataset_name)
         if comm.is_main_process():
-            write_voc_annotations(dataset_name, folder)
+            write_voc_annotations(records, self._class_names, folder)
         comm.synchronize()
         self._anno_file_template = os.path.join(folder, "{}.xml")
         self._image_set_path = os.path.join(folder, "images.txt")
-        self._ids = {record["image_id"]: i for i, record in enumerate(DatasetCatalog.get(dataset_name))}
+        self._ids = {record["image_id"]: i for i, record in enumerate(records)}
         self._logger = logging.getLogger(__name__)
 
     def process(self, inputs, outputs):
