@@ -27,31 +27,34 @@ logger = logging.getLogger(__name__)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_FILE = "study_result.json"
 
-# The detectors of the main table: label, the preset's config it trains, and its overrides.
+# The detectors of the main table: label and the preset's config of its own recipe
+# (docs/recipes.md).
 DETECTORS = OrderedDict(
-    retinanet=("RetinaNet", "retinanet", ()),
-    topk=("RetinaNet (K anchors)", "ltm", ("MODEL.LTM.MATCHING", "topk")),
-    freeanchor=("LTM(M+)", "ltm", ("MODEL.LTM.MATCHING", "freeanchor")),
-    ltm=("LTM", "ltm", ()),
-    ltm_af=("LTM-AF", "ltm_af", ()),
+    retinanet="RetinaNet",
+    topk="RetinaNet (K anchors)",
+    freeanchor="LTM(M+)",
+    ltm="LTM",
+    ltm_af="LTM-AF",
 )
 BASELINE = "retinanet"
 
 # The ablations of LTM (one seed): (table, K, S, beta); S = 0 keeps all K anchors of a bag.
-# K = 40, S = 0, beta = 0.5 are the configs' defaults: that row is the main table's LTM run.
+# DEFAULT_BAG is the demo configs' (K fitted to the tuning split, beta of the paper): that row is
+# the main table's LTM run. Table 3's S of K keeps S at the default K and grows the bag it is
+# drawn from, as the paper's 40 of 40, 80, 120, 160 do.
+DEFAULT_BAG = (10, 0, 0.5)
 ABLATIONS = (
+    ("Table 5: bag size K", 5, 0, 0.5),
     ("Table 5: bag size K", 10, 0, 0.5),
     ("Table 5: bag size K", 20, 0, 0.5),
     ("Table 5: bag size K", 40, 0, 0.5),
-    ("Table 5: bag size K", 50, 0, 0.5),
-    ("Table 5: beta of Eq. 4", 40, 0, 0.3),
-    ("Table 5: beta of Eq. 4", 40, 0, 0.5),
-    ("Table 5: beta of Eq. 4", 40, 0, 0.7),
-    ("Table 3: S of K anchors", 40, 0, 0.5),
-    ("Table 3: S of K anchors", 40, 20, 0.5),
-    ("Table 3: S of K anchors", 80, 40, 0.5),
+    ("Table 5: beta of Eq. 4", 10, 0, 0.3),
+    ("Table 5: beta of Eq. 4", 10, 0, 0.5),
+    ("Table 5: beta of Eq. 4", 10, 0, 0.7),
+    ("Table 3: S of K anchors", 10, 0, 0.5),
+    ("Table 3: S of K anchors", 20, 10, 0.5),
+    ("Table 3: S of K anchors", 40, 10, 0.5),
 )
-DEFAULT_BAG = (40, 0, 0.5)
 
 
 @dataclass(frozen=True)
@@ -65,29 +68,28 @@ class Preset:
     seeds: Tuple[int, ...] = (1, 2)
 
 
-def octave_anchor_sizes(smallest: Sequence[float]) -> str:
-    """ANCHOR_GENERATOR.SIZES of RetinaNet's 3 scales per octave, x * 2**(i/3), for x in `smallest`."""
-    return str([[x * 2 ** (i / 3) for i in range(3)] for x in smallest])
-
-
 _SHAPES = "configs/Shapes-Detection"
+# The config of each detector's own recipe, by key of DETECTORS: f"{_SHAPES}/{name}_{suffix}.yaml".
+_CONFIG_NAMES = dict(retinanet="retinanet", topk="retinanet_topk", freeanchor="freeanchor",
+                     ltm="ltm", ltm_af="ltm_af")
+
+
+def _shapes_configs(suffix: str) -> Dict[str, str]:
+    return {key: f"{_SHAPES}/{name}_{suffix}.yaml" for key, name in _CONFIG_NAMES.items()}
+
+
 PRESETS = {
-    # About 2 hours on a 2-core CPU: the demo's model and inputs (R-18, 128 px), 600 iterations.
-    # Anchors twice their level's stride (16-256 px on P3-P7), not the demo's 8-128 px (anchor =
-    # stride): with the demo's, RetinaNet's IoU rule gives an object of the tuning split 2.1
-    # positive anchors on average and 49% of objects no anchor of IoU >= 0.5; with these, 5.0
-    # and 33%. Every detector gets the same anchors.
+    # The demo's data, network, inputs, anchors, bag size and schedule (R-18, 128 px; the configs
+    # ltm_R_18_FPN_demo.yaml and its siblings), on a 2-core CPU.
     "cpu": Preset(
-        configs={k: f"{_SHAPES}/{k}_R_18_FPN_demo.yaml" for k in ("retinanet", "ltm", "ltm_af")},
+        configs=_shapes_configs("R_18_FPN_demo"),
         val_dataset="ltm_shapes_small_val",
         tune_dataset="ltm_shapes_small_tune",
-        opts=("MODEL.ANCHOR_GENERATOR.SIZES", octave_anchor_sizes((16, 32, 64, 128, 256)),
-              "SOLVER.MAX_ITER", "600", "SOLVER.STEPS", "(420, 540)", "SOLVER.CHECKPOINT_PERIOD", "200"),
+        opts=("SOLVER.CHECKPOINT_PERIOD", "200"),
     ),
-    # One GPU: R-50, the 256 px splits, 4000 iterations; Base-Shapes.yaml's anchors, twice the
-    # stride as in the CPU preset.
+    # One GPU: R-50, the 256 px splits, 4000 iterations (the *_R_50_FPN_256.yaml configs).
     "gpu": Preset(
-        configs={k: f"{_SHAPES}/{k}_R_50_FPN_256.yaml" for k in ("retinanet", "ltm", "ltm_af")},
+        configs=_shapes_configs("R_50_FPN_256"),
         val_dataset="ltm_shapes_val",
         tune_dataset="ltm_shapes_tune",
         opts=("SOLVER.CHECKPOINT_PERIOD", "500"),
@@ -138,9 +140,8 @@ def plan_study(
     if "main" in tables:
         for seed in seeds:
             for key in detectors:
-                label, config, opts = DETECTORS[key]
-                run = StudyRun(f"{key}_seed{seed}", preset.configs[config], (*common, "SEED", str(seed), *opts))
-                study.main_rows.setdefault(label, {})[seed] = study.add(run)
+                run = StudyRun(f"{key}_seed{seed}", preset.configs[key], (*common, "SEED", str(seed)))
+                study.main_rows.setdefault(DETECTORS[key], {})[seed] = study.add(run)
     if "ablation" in tables:
         seed = seeds[0]
         for table, k, s, beta in ABLATIONS:
@@ -294,7 +295,7 @@ def _finished(study: Study, results, label: str) -> List[Tuple[int, Dict[str, fl
 
 def _paired_with_baseline(study: Study, results, label: str) -> List[Tuple[Dict, Dict]]:
     """(result, baseline result of the same seed) for each seed where both runs are finished."""
-    label_of_baseline = DETECTORS[BASELINE][0]
+    label_of_baseline = DETECTORS[BASELINE]
     baseline = dict(_finished(study, results, label_of_baseline)) if label_of_baseline in study.main_rows else {}
     return [(r, baseline[seed]) for seed, r in _finished(study, results, label) if seed in baseline]
 
@@ -307,7 +308,7 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
     Tables 1, 2 and 4 in one: per detector, the mean ± half-spread over seeds of AP, AP on each
     crowdedness group and NMS recall; the AP gain over the baseline is paired by seed.
     """
-    baseline = DETECTORS[BASELINE][0]
+    baseline = DETECTORS[BASELINE]
     header = ["detector", "seeds", "AP", f"ΔAP vs {baseline}", *[
         f"AP {c}" if c in CROWDEDNESS_GROUPS else c for c in MAIN_COLUMNS[1:]]]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -323,7 +324,7 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
 
 def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
     """Table 2's relative improvement over the baseline on each crowdedness group, paired by seed."""
-    baseline = DETECTORS[BASELINE][0]
+    baseline = DETECTORS[BASELINE]
     groups = list(CROWDEDNESS_GROUPS)
     lines = ["| detector | " + " | ".join(f"{g} (vs {baseline})" for g in groups) + " |",
              "|---" * (len(groups) + 1) + "|"]

@@ -1,4 +1,4 @@
-"""Every shipped config loads with safe YAML; the defaults are the authors' (SPEC §3)."""
+"""Every shipped config loads with safe YAML; each detector keeps its own recipe everywhere."""
 import glob
 import os
 
@@ -52,6 +52,60 @@ def test_retinanet_baseline_has_the_inputs_and_schedule_of_ltm():
         assert base[key] == ltm[key]
     assert (base.SOLVER.STEPS, base.SOLVER.MAX_ITER, base.SOLVER.IMS_PER_BATCH) == (
         ltm.SOLVER.STEPS, ltm.SOLVER.MAX_ITER, ltm.SOLVER.IMS_PER_BATCH)
+
+
+# Each detector's own recipe (docs/recipes.md): the settings that are the detector's, not the data's.
+RECIPE_KEYS = (
+    "MODEL.META_ARCHITECTURE", "SOLVER.BASE_LR", "SOLVER.CLIP_GRADIENTS.ENABLED",
+    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "MODEL.RETINANET.BBOX_REG_WEIGHTS",
+    "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", "MODEL.RETINANET.PRIOR_PROB",
+    "MODEL.RETINANET.IOU_THRESHOLDS", "MODEL.RETINANET.FOCAL_LOSS_ALPHA",
+    "MODEL.RETINANET.FOCAL_LOSS_GAMMA", "MODEL.RETINANET.NORM", "MODEL.LTM.MATCHING",
+    "MODEL.LTM.BAG_SAMPLE", "MODEL.LTM.BBOX_REG_WEIGHT", "MODEL.LTM.SMOOTH_L1_BETA",
+    "MODEL.LTM.IOU_THRESHOLD", "MODEL.LTM.FOCAL_LOSS_ALPHA", "MODEL.LTM.FOCAL_LOSS_GAMMA",
+    "MODEL.LTM.POINT_CENTRAL_REGION",
+)
+# COCO config of each detector -> its configs on the bundled dataset.
+RECIPES = {
+    "retinanet_R_50_FPN_1x": ("retinanet_R_18_FPN_demo", "retinanet_R_50_FPN_256"),
+    "retinanet_topk_R_50_FPN_1x": ("retinanet_topk_R_18_FPN_demo", "retinanet_topk_R_50_FPN_256"),
+    "freeanchor_R_50_FPN_1x": ("freeanchor_R_18_FPN_demo", "freeanchor_R_50_FPN_256"),
+    "ltm_R_50_FPN_1x": ("ltm_R_18_FPN_demo", "ltm_R_50_FPN_256"),
+    "ltm_af_R_50_FPN_1x": ("ltm_af_R_18_FPN_demo", "ltm_af_R_50_FPN_256"),
+}
+
+
+def recipe(cfg):
+    values = {}
+    for key in RECIPE_KEYS:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        values[key] = node
+    if not values["SOLVER.CLIP_GRADIENTS.ENABLED"]:
+        del values["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"]
+    return values
+
+
+@pytest.mark.parametrize("coco, shapes", [(c, s) for c, names in RECIPES.items() for s in names])
+def test_a_detector_trains_on_its_coco_recipe_on_the_bundled_dataset(coco, shapes):
+    coco_cfg = load(os.path.join(REPO, "configs", "COCO-Detection", coco + ".yaml"))
+    shapes_cfg = load(os.path.join(REPO, "configs", "Shapes-Detection", shapes + ".yaml"))
+    coco_recipe, shapes_recipe = recipe(coco_cfg), recipe(shapes_cfg)
+    if coco.startswith("ltm_af"):  # GroupNorm in the head is LTM-AF's; every shapes net has it
+        assert coco_recipe["MODEL.RETINANET.NORM"] == "GN"
+    coco_recipe.pop("MODEL.RETINANET.NORM"), shapes_recipe.pop("MODEL.RETINANET.NORM")
+    assert shapes_recipe == coco_recipe
+
+
+def test_anchors_and_bag_size_are_shared_by_the_detectors_of_the_bundled_dataset():
+    ltm = load(os.path.join(REPO, "configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml"))
+    for name in ("retinanet", "retinanet_topk", "freeanchor"):
+        cfg = load(os.path.join(REPO, f"configs/Shapes-Detection/{name}_R_18_FPN_demo.yaml"))
+        assert cfg.MODEL.ANCHOR_GENERATOR == ltm.MODEL.ANCHOR_GENERATOR
+        assert cfg.MODEL.LTM.BAG_SIZE == ltm.MODEL.LTM.BAG_SIZE
+        assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.INPUT) == (
+            ltm.SOLVER.MAX_ITER, ltm.SOLVER.STEPS, ltm.INPUT)
 
 
 def test_a_config_with_a_python_tag_is_refused(tmp_path):

@@ -28,7 +28,8 @@ def merged_config(run):
 def test_detectors_share_backbone_schedule_inputs_and_evaluation(preset):
     study = plan_study(PRESETS[preset], tables=("main",))
     configs = {name: merged_config(run) for name, run in study.runs.items()}
-    shared = ("MODEL.BACKBONE", "MODEL.RESNETS", "MODEL.FPN", "MODEL.ANCHOR_GENERATOR", "INPUT", "SOLVER",
+    shared = ("MODEL.BACKBONE", "MODEL.RESNETS", "MODEL.FPN", "MODEL.ANCHOR_GENERATOR", "INPUT",
+              "SOLVER.IMS_PER_BATCH", "SOLVER.MAX_ITER", "SOLVER.STEPS", "SOLVER.WARMUP_ITERS",
               "DATASETS", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "TEST.NMS_RECALL")
     reference = configs["ltm_seed1"]
     for name, cfg in configs.items():
@@ -52,11 +53,12 @@ def test_every_seed_trains_every_detector_before_the_next_seed():
 def test_ablations_vary_one_setting_and_reuse_the_main_ltm_run():
     study = plan_study(PRESETS["cpu"])
     rows = {(k, s, beta): name for _, k, s, beta, name in study.ablation_rows}
-    assert rows[(40, 0, 0.5)] == "ltm_seed1"
+    assert rows[(10, 0, 0.5)] == "ltm_seed1"
+    assert merged_config(study.runs["ltm_seed1"]).MODEL.LTM.BAG_SIZE == 10
     assert len(study.runs) == 10 + 7  # 5 detectors x 2 seeds, 7 new ablation runs
-    cfg = merged_config(study.runs[rows[(80, 40, 0.5)]])
-    assert (cfg.MODEL.LTM.BAG_SIZE, cfg.MODEL.LTM.BAG_SAMPLE, cfg.MODEL.LTM.BBOX_REG_WEIGHT) == (80, 40, 0.5)
-    assert merged_config(study.runs[rows[(40, 0, 0.3)]]).MODEL.LTM.BBOX_REG_WEIGHT == 0.3
+    cfg = merged_config(study.runs[rows[(40, 10, 0.5)]])
+    assert (cfg.MODEL.LTM.BAG_SIZE, cfg.MODEL.LTM.BAG_SAMPLE, cfg.MODEL.LTM.BBOX_REG_WEIGHT) == (40, 10, 0.5)
+    assert merged_config(study.runs[rows[(10, 0, 0.3)]]).MODEL.LTM.BBOX_REG_WEIGHT == 0.3
 
 
 def test_tuning_split_replaces_val_in_every_run():
