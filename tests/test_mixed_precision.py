@@ -1,15 +1,20 @@
 """
 Mixed precision (SOLVER.AMP.ENABLED): the network runs in low precision, the matching in float32.
-Checked on the CPU with bfloat16 autocast; on a GPU the same code runs under float16 autocast.
+Checked on the CPU with bfloat16 autocast; on a GPU the same code runs under float16 autocast
+(Detectron2's AMPTrainer), on a CPU the trainer runs the network in bfloat16.
 """
 import pytest
 import torch
 
 from detectron2.layers import cat
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+from detectron2.engine import SimpleTrainer
 from detectron2.structures import Boxes
 
-from conftest import build_tiny_model, make_input, random_boxes
+from ltm_d2.engine import Trainer
+from ltm_d2.engine.trainer import train_network_in_bfloat16
+
+from conftest import build_tiny_model, make_input, random_boxes, tiny_cfg
 
 SIZE = (64, 96)
 VARIANTS = {
@@ -63,3 +68,40 @@ def test_autocast_training_loss_equals_float32_training(storage, variant):
         mixed = sum(model(batch).values())
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, full, rtol=1e-3, atol=0)
+
+
+def first_conv_output_dtypes(model):
+    """The dtypes of the backbone's first convolution's outputs, one per forward pass."""
+    dtypes = []
+    conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    return dtypes
+
+
+def test_amp_on_a_cpu_trains_the_network_in_bfloat16_and_the_losses_in_float32(storage):
+    model = build_tiny_model("MODEL.RETINANET.NUM_CLASSES", 6)
+    train_network_in_bfloat16(model)
+    dtypes = first_conv_output_dtypes(model)
+    losses = model(inputs())
+    assert dtypes == [torch.bfloat16]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+
+
+def test_amp_on_a_cpu_leaves_inference_in_float32():
+    model = build_tiny_model()
+    train_network_in_bfloat16(model)
+    dtypes = first_conv_output_dtypes(model.eval())
+    with torch.no_grad():
+        model([{"image": x["image"]} for x in inputs()])
+    assert dtypes == [torch.float32]
+
+
+def test_a_cpu_trainer_with_amp_trains_in_bfloat16_and_evaluates_in_float32(tmp_path):
+    cfg = tiny_cfg("SOLVER.AMP.ENABLED", True, "OUTPUT_DIR", str(tmp_path))
+    trainer = Trainer(cfg)
+    assert type(trainer._trainer) is SimpleTrainer
+    dtypes = first_conv_output_dtypes(trainer.model)
+    trainer.train()
+    iterations = cfg.SOLVER.MAX_ITER
+    assert dtypes[:iterations] == [torch.bfloat16] * iterations
+    assert set(dtypes[iterations:]) == {torch.float32}  # the final evaluation

@@ -38,6 +38,32 @@ def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
+def _to_float32(outputs):
+    """`outputs` (a tensor, or a dict, list or tuple of them, nested) in float32."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float()
+    if isinstance(outputs, dict):
+        return {k: _to_float32(v) for k, v in outputs.items()}
+    return type(outputs)(_to_float32(v) for v in outputs)
+
+
+def train_network_in_bfloat16(model: torch.nn.Module) -> None:
+    """
+    SOLVER.AMP.ENABLED on a CPU, where Detectron2's AMPTrainer needs CUDA: while `model` trains,
+    its backbone and head run under bfloat16 autocast and hand float32 outputs on, so that every
+    detector's losses are computed in float32. About twice as fast on a CPU with bfloat16 matrix
+    units (AMX, AVX512-BF16). Inference (`model.eval()`) stays in float32.
+    """
+    for module in (model.backbone, model.head):
+        forward = module.forward
+
+        def autocast_forward(*args, _module=module, _forward=forward, **kwargs):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=_module.training):
+                return _to_float32(_forward(*args, **kwargs))
+
+        module.forward = autocast_forward
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer that trains on CPU workers, evaluates with COCOEvaluator, generates the
     bundled dataset on first use, checks the training data, writes checkpoints atomically, reads
@@ -53,8 +79,11 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        if cfg.SOLVER.AMP.ENABLED and on_cpu:
+            train_network_in_bfloat16(model)
         model = create_ddp_model(model)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED and not on_cpu else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
