@@ -20,6 +20,7 @@ import time
 import torch
 
 from detectron2.engine import AMPTrainer, SimpleTrainer
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +100,8 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config_file, ["MODEL.DEVICE", DEVICE, "SEED", 0])
+    cfg = load_config(args.config_file, ["MODEL.DEVICE", DEVICE])
+    seed_all_rng(0)  # the same batches in every run
     loader = iter(Trainer.build_train_loader(cfg))
     batches = [next(loader) for _ in range(min(args.iterations, DISTINCT_BATCHES))]
     del loader

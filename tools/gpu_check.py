@@ -129,7 +129,8 @@ def summarise_amp(result: dict) -> dict:
         else:
             figures += (f"; {mode}: {run['iterations']} it., {run['median_step_ms']:.1f} ms/step, "
                         f"final loss {run['final_loss']:.3f}")
-    return row(result["status"], figures, **result)
+    details = {k: v for k, v in result.items() if k != "status"}
+    return row(result["status"], figures, **details)
 
 
 def part_train_net(args) -> dict:
