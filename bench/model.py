@@ -114,8 +114,8 @@ def main(argv=None):
     )
     print_table(f"Inference, {where}", header, rows(infer))
     if args.json:
-        write_json(args.json, {"device": describe_device(), "where": where,
-                               "rows": records("training step", train) + records("inference", infer)})
+        measured = records("training step", train) + records("inference", infer)
+        write_json(args.json, {"device": describe_device(), "where": where, "rows": measured})
 
 
 if __name__ == "__main__":

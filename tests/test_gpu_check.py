@@ -2,6 +2,7 @@
 tools/gpu_check.py (`make gpu-check`) on a machine without a GPU: the one-line skip, and real CPU
 runs of its small parts (--allow-cpu) for the runner, the time limits and the summary it writes.
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +14,13 @@ import torch
 from conftest import REPO, TINY_CONFIG
 
 SCRIPT = os.path.join(REPO, "tools", "gpu_check.py")
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def gpu_check(*args):
@@ -27,9 +35,15 @@ def cpu_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("gpu_check")
     done = gpu_check("--allow-cpu", "--parts", "environment", "amp", "--output", str(output),
                      "--amp-config", TINY_CONFIG, "--amp-iterations", "2",
-                     "--time-limit", "environment=600", "amp=600")
+                     "--time-limit", "setup=600", "environment=600", "amp=600")
     summary = json.loads((output / "summary.json").read_text())
     return done, output, {r["check"]: r for r in summary["rows"]}
+
+
+def test_the_time_limits_of_the_set_up_and_all_parts_add_up_to_at_most_8_minutes():
+    script = load_script()
+    total = script.SETUP_LIMIT + sum(part.limit for part in script.PARTS.values())
+    assert total <= script.TOTAL_LIMIT == 480
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
@@ -80,7 +94,7 @@ def test_the_markdown_summary_has_the_rows_of_the_json_summary(cpu_run):
 
 def test_a_part_past_its_time_limit_is_a_failed_row_and_the_run_goes_on(tmp_path):
     done = gpu_check("--allow-cpu", "--parts", "environment", "--output", str(tmp_path),
-                     "--time-limit", "environment=0.5")
+                     "--time-limit", "setup=600", "environment=0.5")
     assert done.returncode == 1
     (environment,) = [r for r in json.loads((tmp_path / "summary.json").read_text())["rows"]
                       if r["check"] == "environment"]

@@ -29,7 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHEELS = os.path.join(REPO, ".gpu-wheels")
 DEMO_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_demo.yaml")
 TINY_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_tiny.yaml")
-SETUP_LIMIT = 30  # seconds to install the wheels, when detectron2 is not importable
+SETUP_LIMIT = 30  # seconds to check that detectron2 imports, or to install the wheels
+TOTAL_LIMIT = 8 * 60  # seconds: the set-up and every part together
 STATUSES = ("pass", "fail", "skip")
 
 
@@ -208,10 +209,10 @@ def bench_part(script: str, argv: List[str], summarise, args) -> dict:
 
 PARTS: Dict[str, Part] = {
     "environment": Part(20, False, part_environment, "Python, torch, GPU, packages"),
-    "tests": Part(100, True, part_tests, "the tests' CUDA cases (pytest -m cuda)"),
-    "amp": Part(120, True, part_amp, "half precision against float32, demo config"),
+    "tests": Part(90, True, part_tests, "the tests' CUDA cases (pytest -m cuda)"),
+    "amp": Part(140, True, part_amp, "half precision against float32, demo config"),
     "train_net": Part(60, True, part_train_net, "train_net.py --num-gpus 1: train, --eval-only"),
-    "bench_loss": Part(90, True, part_bench_loss, "bench/loss.py on CUDA"),
+    "bench_loss": Part(80, True, part_bench_loss, "bench/loss.py on CUDA"),
     "bench_model": Part(60, True, part_bench_model, "bench/model.py, 800x1216, on CUDA"),
 }
 
@@ -262,30 +263,41 @@ def run_part(name: str, limit: float, args, env: dict) -> dict:
     return {"check": name, **outcome, "seconds": round(seconds, 1)}
 
 
-def importable(module: str, env: dict) -> bool:
+def import_error(module: str, env: dict, limit: float) -> str:
+    """Why `module` does not import in the parts' environment; "" when it does."""
     probe = [sys.executable, "-c", f"import {module}"]
-    return subprocess.run(probe, cwd=REPO, env=env, capture_output=True).returncode == 0
+    try:
+        done = subprocess.run(probe, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=limit)
+    except subprocess.TimeoutExpired:
+        return f"importing {module} took over {limit:g} s"
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return "" if done.returncode == 0 else (lines[-1] if lines else f"exit {done.returncode}")
 
 
-def set_up(args, env: dict) -> dict:
+def set_up(args, env: dict, limit: float) -> dict:
     """Install the wheels of .gpu-wheels into OUTPUT/site when detectron2 is not importable."""
     start = time.perf_counter()
-    if importable("detectron2", env):
+    why = import_error("detectron2", env, limit)
+    if not why:
         return {"check": "setup", **row("pass", "detectron2 importable: nothing to install"),
+                "seconds": round(time.perf_counter() - start, 1)}
+    if why.startswith("importing"):
+        return {"check": "setup", **row("fail", why),
                 "seconds": round(time.perf_counter() - start, 1)}
     wheels = sorted(glob.glob(os.path.join(WHEELS, "*.whl")))
     if not wheels:
         return {"check": "setup", **row(
-            "fail", f"detectron2 is not importable and {WHEELS} holds no wheels: run "
+            "fail", f"detectron2 does not import ({why}) and {WHEELS} holds no wheels: run "
             "`make gpu-wheels` on a machine where pip reaches PyPI and bring .gpu-wheels along"),
             "seconds": round(time.perf_counter() - start, 1)}
     site = os.path.join(args.output, "site")
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
                "--no-compile", "--target", site, *wheels]
     log = os.path.join(args.output, "logs", "setup.log")
-    status, seconds = run_in_process("setup", SETUP_LIMIT, command, log, env)
+    status, seconds = run_in_process("setup", limit, command, log, env)
     env["PYTHONPATH"] = os.pathsep.join([site, env["PYTHONPATH"]])
-    if status == 0 and importable("detectron2", env):
+    if status == 0 and not import_error("detectron2", env, limit):
         outcome = row("pass", f"installed {len(wheels)} wheels of {WHEELS} into {site}")
     else:
         outcome = row("fail", f"installing {len(wheels)} wheels into {site} failed "
@@ -294,9 +306,12 @@ def set_up(args, env: dict) -> dict:
 
 
 def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                          capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else "unknown (no git)"
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                              capture_output=True, text=True)
+    except FileNotFoundError:  # no git on the machine
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown (not a git checkout)"
 
 
 def markdown(summary: dict) -> str:
@@ -329,18 +344,21 @@ def write_summary(output: str, summary: dict) -> str:
 
 
 def parse_limits(pairs: List[str]) -> Dict[str, float]:
-    limits = {name: part.limit for name, part in PARTS.items()}
+    limits = {"setup": SETUP_LIMIT, **{name: part.limit for name, part in PARTS.items()}}
     for pair in pairs:
         name, _, seconds = pair.partition("=")
-        if name not in PARTS or not seconds:
+        if name not in limits or not seconds:
             raise SystemExit(f"--time-limit {pair}: expected PART=SECONDS, PART one of "
-                             f"{', '.join(PARTS)}")
+                             f"{', '.join(limits)}")
         limits[name] = float(seconds)
     return limits
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parts = "\n".join(f"  {name:12} {p.limit:4.0f} s  {p.what}" for name, p in PARTS.items())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"parts, their time limits:\n{parts}")
     parser.add_argument("--output", default=os.path.join(REPO, "output", "gpu_check"))
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--time-limit", nargs="+", default=[], metavar="PART=SECONDS")
@@ -362,6 +380,10 @@ def main(argv=None) -> int:
         return 0
 
     limits = parse_limits(args.time_limit)
+    budget = limits["setup"] + sum(limits[name] for name in args.parts)
+    if budget > TOTAL_LIMIT:
+        print(f"gpu-check: the time limits add up to {budget:g} s, more than the "
+              f"{TOTAL_LIMIT} s this check is meant to take on one GPU.")
     try:
         import torch
     except ImportError as e:
@@ -382,11 +404,11 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    rows = [set_up(args, env)]
+    rows = [set_up(args, env, limits["setup"])]
     have_detectron2 = rows[0]["status"] == "pass"
     for name in args.parts:
         if PARTS[name].needs_detectron2 and not have_detectron2:
-            rows.append({"check": name, **row("skip", "detectron2 is not importable (setup)"),
+            rows.append({"check": name, **row("skip", "not run: detectron2 does not import (setup)"),
                          "seconds": 0.0})
             continue
         rows.append(run_part(name, limits[name], args, env))
@@ -394,7 +416,8 @@ def main(argv=None) -> int:
               else f"CPU ({os.cpu_count()} cores), no CUDA device")
     summary = {"started": started, "device": device, "commit": git_commit(),
                "seconds": round(time.perf_counter() - start, 1),
-               "time_limits": {name: limits[name] for name in args.parts}, "rows": rows}
+               "time_limits": {name: limits[name] for name in ["setup", *args.parts]},
+               "rows": rows}
     print(write_summary(args.output, summary))
     print(f"gpu-check: summary in {args.output}/summary.md and summary.json")
     return 1 if any(r["status"] == "fail" for r in rows) else 0
