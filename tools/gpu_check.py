@@ -408,8 +408,8 @@ def main(argv=None) -> int:
     have_detectron2 = rows[0]["status"] == "pass"
     for name in args.parts:
         if PARTS[name].needs_detectron2 and not have_detectron2:
-            rows.append({"check": name, **row("skip", "not run: detectron2 does not import (setup)"),
-                         "seconds": 0.0})
+            skipped = row("skip", "not run: detectron2 does not import (setup)")
+            rows.append({"check": name, **skipped, "seconds": 0.0})
             continue
         rows.append(run_part(name, limits[name], args, env))
     device = (torch.cuda.get_device_name() if args.device == "cuda"
