@@ -7,7 +7,7 @@ TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
 DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml
 DEMO_OUTPUT ?= output/demo
 
-.PHONY: setup test demo bench study clean-venv
+.PHONY: setup test demo bench study gpu-check gpu-wheels clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +29,19 @@ test: setup
 bench: setup
 	$(PY) bench/loss.py $(if $(BENCH_QUICK),--quick)
 	$(PY) bench/model.py $(if $(BENCH_QUICK),--quick)
+
+# The checks that need a GPU (tools/gpu_check.py, docs/gpu_check.md): at most 8 minutes on one GPU,
+# summary in output/gpu_check/; without a GPU, one line that says so. It needs no `setup` (a bare
+# GPU machine has no internet): the Python that holds torch there, this checkout on PYTHONPATH.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
+
+# Wheels of what a GPU machine without internet lacks to import Detectron2 (Python
+# GPU_PYTHON_VERSION), into .gpu-wheels/ for gpu-check to install there.
+GPU_PYTHON_VERSION ?= 3.12
+gpu-wheels:
+	PYTHON=$(if $(wildcard $(PY)),$(PY),$(PYTHON)) bash tools/gpu_wheels.sh .gpu-wheels $(GPU_PYTHON_VERSION)
 
 # Does learning to match win? Five detectors x 2 seeds and LTM ablations, trained identically
 # (tools/study.py; about 2 h on a 2-core CPU; resumes where it stopped). STUDY_ARGS="--preset gpu --jobs 4".

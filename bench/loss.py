@@ -6,6 +6,7 @@ of objects per image; time and peak memory of each, their ratios to RetinaNet, a
 with the number of objects (a least-squares slope and a PNG plot).
 
     python bench/loss.py [--objects 7 50 300 1000] [--repeats 5] [--quick] [--plot PATH]
+                         [--json PATH]
 """
 import argparse
 import math
@@ -28,6 +29,7 @@ from measure import (  # noqa: E402
     interleaved_times,
     peak_memory,
     print_table,
+    write_json,
 )
 from ltm_d2 import load_config  # noqa: E402
 
@@ -150,14 +152,15 @@ def plot_scaling(objects, times, memory, path):
     fig.savefig(path, dpi=100)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, nargs="+", default=[7, 50, 300, 1000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
     parser.add_argument("--plot", default=os.path.join(REPO, "output", "bench", "loss_scaling.png"))
     parser.add_argument("--quick", action="store_true", help="7 and 1000 objects, 3 runs")
-    args = parser.parse_args()
+    parser.add_argument("--json", help="also write the measurements to this JSON file")
+    args = parser.parse_args(argv)
     if args.quick:
         args.objects, args.repeats = [7, 1000], 3
     detectors = [BASELINE] + [d for d in args.detectors if d != BASELINE]
@@ -165,7 +168,7 @@ def main():
 
     print(f"Loss alone (forward + backward), {NUM_IMAGES} images {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, "
           f"{describe_device()}, median of {args.repeats} runs after 1 warm-up")
-    all_times, all_memory, rows = [], [], []
+    all_times, all_memory, rows, records = [], [], [], []
     with EventStorage(0):
         for num_objects in args.objects:
             times, memory = measure(num_objects, models, args.repeats)
@@ -182,6 +185,16 @@ def main():
                     f"{memory[name] / memory[BASELINE]:.2f}",
                 ])
                 print("  " + " | ".join(str(x) for x in rows[-1]), flush=True)
+                records.append({
+                    "objects": num_objects,
+                    "loss": name,
+                    "time_ms": times[name].median * 1e3,
+                    "min_ms": min(times[name].times) * 1e3,
+                    "max_ms": max(times[name].times) * 1e3,
+                    "time_ratio": times[name].median / times[BASELINE].median,
+                    "peak_mib": memory[name] / 2**20,
+                    "peak_ratio": memory[name] / memory[BASELINE],
+                })
     print_table(
         "Loss alone",
         ["objects/image", "loss", "time ms (median)", "min-max ms", "time / RetinaNet",
@@ -206,6 +219,10 @@ def main():
         os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
         plot_scaling(args.objects, all_times, all_memory, args.plot)
         print(f"\nplot: {args.plot}")
+    if args.json:
+        write_json(args.json, {"device": describe_device(), "repeats": args.repeats,
+                               "image_size": IMAGE_SIZE, "num_images": NUM_IMAGES,
+                               "rows": records})
 
 
 if __name__ == "__main__":

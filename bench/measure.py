@@ -89,6 +89,13 @@ class Timing:
         return f"{min(self.times) * 1e3:.0f}-{max(self.times) * 1e3:.0f}"
 
 
+def write_json(path: str, data):
+    """`data` as JSON at `path`, its folder made if needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+
+
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence]):
     """A GitHub-markdown table, so that it can be pasted into the README as is."""
     print(f"\n{title}\n")

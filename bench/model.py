@@ -2,7 +2,7 @@
 A full training step (forward, backward, SGD) and inference of LTM against RetinaNet: same
 backbone (R-50-FPN), same weights, same batch of images and objects.
 
-    python bench/model.py [--size 512 768] [--objects 7] [--repeats 5] [--quick]
+    python bench/model.py [--size 512 768] [--objects 7] [--repeats 5] [--quick] [--json PATH]
 
 On the CPU the default input is 2 images of 512x768 so that a step takes seconds; on a GPU pass
 --size 800 1216.
@@ -17,7 +17,7 @@ from detectron2.utils.events import EventStorage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loss import BASELINE, DETECTORS, build_detector, random_instances  # noqa: E402
-from measure import describe_device, interleaved_times, print_table  # noqa: E402
+from measure import describe_device, interleaved_times, print_table, write_json  # noqa: E402
 
 NUM_IMAGES = 2
 COMPARED = ["RetinaNet", "LTM"]
@@ -56,13 +56,24 @@ def inference(model, inputs):
     return run
 
 
-def main():
+def records(phase, times):
+    """One dict per detector: median, min and max in ms, and the ratio of medians to RetinaNet."""
+    base = times[BASELINE].median
+    return [
+        {"phase": phase, "detector": name, "median_ms": t.median * 1e3,
+         "min_ms": min(t.times) * 1e3, "max_ms": max(t.times) * 1e3, "ratio": t.median / base}
+        for name, t in times.items()
+    ]
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, nargs=2, default=[512, 768], metavar=("H", "W"))
     parser.add_argument("--objects", type=int, default=7, help="objects per image")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="3 runs")
-    args = parser.parse_args()
+    parser.add_argument("--json", help="also write the measurements to this JSON file")
+    args = parser.parse_args(argv)
     if args.quick:
         args.repeats = 3
     size = tuple(args.size)
@@ -102,6 +113,9 @@ def main():
         {name: inference(m, test_inputs) for name, m in models.items()}, args.repeats
     )
     print_table(f"Inference, {where}", header, rows(infer))
+    if args.json:
+        measured = records("training step", train) + records("inference", infer)
+        write_json(args.json, {"device": describe_device(), "where": where, "rows": measured})
 
 
 if __name__ == "__main__":

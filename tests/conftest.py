@@ -11,15 +11,33 @@ from ltm_d2 import load_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_tiny.yaml")
 
+# The devices of tests whose result may depend on the device: the CPU always, CUDA where there is
+# a GPU (marked "cuda", so that `pytest -m cuda` runs only those: tools/gpu_check.py).
+CUDA = pytest.param(
+    "cuda",
+    marks=[
+        pytest.mark.cuda,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+    ],
+)
+DEVICES = ["cpu", CUDA]
 
-def tiny_cfg(*opts):
-    """The tiny shapes config on the CPU, with KEY VALUE overrides."""
-    return load_config(TINY_CONFIG, ["MODEL.DEVICE", "cpu", *opts])
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each device of DEVICES in turn."""
+    return request.param
 
 
-def build_tiny_model(*opts, seed=0):
+def tiny_cfg(*opts, device="cpu"):
+    """The tiny shapes config on `device` (the CPU by default), with KEY VALUE overrides."""
+    return load_config(TINY_CONFIG, ["MODEL.DEVICE", device, *opts])
+
+
+def build_tiny_model(*opts, seed=0, device="cpu"):
+    """The tiny model on `device`, in training mode; its weights depend on `seed` only."""
     torch.manual_seed(seed)
-    model = build_model(tiny_cfg(*opts))
+    model = build_model(tiny_cfg(*opts)).to(device)
     model.train()
     return model
 

@@ -4,11 +4,15 @@ import os
 
 import pytest
 
+from detectron2.engine import DefaultTrainer
+
 from ltm_d2 import load_config
 
 from conftest import REPO
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
+COCO_CONFIGS = [p for p in CONFIGS if os.path.basename(os.path.dirname(p)).startswith("COCO-")]
+OTHER_CONFIGS = [p for p in CONFIGS if p not in COCO_CONFIGS and "Base-LTM" not in p]
 
 
 def load(path):
@@ -114,3 +118,35 @@ def test_a_config_with_a_python_tag_is_refused(tmp_path):
                       % os.path.join(REPO, "configs", "Base-LTM.yaml"))
     with pytest.raises(Exception, match="python/object/apply:eval"):
         load(str(unsafe))
+
+
+def test_there_are_coco_configs():
+    assert len(COCO_CONFIGS) >= 20
+
+
+@pytest.mark.parametrize("path", COCO_CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_coco_config_is_defined_for_8_gpus_of_2_images(path):
+    solver = load(path).SOLVER
+    assert (solver.REFERENCE_WORLD_SIZE, solver.IMS_PER_BATCH) == (8, 16)
+
+
+@pytest.mark.parametrize("workers, batch, lr, max_iter, steps, warmup, checkpoint", [
+    (1, 2, 0.000625, 720000, (480000, 640000), 8000, 40000),
+    (2, 4, 0.00125, 360000, (240000, 320000), 4000, 20000),
+    (4, 8, 0.0025, 180000, (120000, 160000), 2000, 10000),
+    (16, 32, 0.01, 45000, (30000, 40000), 500, 2500),
+])
+def test_coco_schedule_follows_the_number_of_gpus(
+    workers, batch, lr, max_iter, steps, warmup, checkpoint
+):
+    """Two images per GPU: the same images and LR per image as 90k iterations of 16 at 0.005."""
+    cfg = load(os.path.join(REPO, "configs/COCO-Detection/ltm_R_50_FPN_1x.yaml"))
+    solver = DefaultTrainer.auto_scale_workers(cfg, workers).SOLVER
+    assert (solver.IMS_PER_BATCH, solver.MAX_ITER, tuple(solver.STEPS)) == (batch, max_iter, steps)
+    assert (solver.WARMUP_ITERS, solver.CHECKPOINT_PERIOD) == (warmup, checkpoint)
+    assert solver.BASE_LR == pytest.approx(lr, rel=1e-12)
+
+
+@pytest.mark.parametrize("path", OTHER_CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_shapes_and_own_data_configs_give_the_total_batch_whatever_the_workers(path):
+    assert load(path).SOLVER.REFERENCE_WORLD_SIZE == 0

@@ -7,15 +7,15 @@ from detectron2.modeling import RetinaNet, build_model
 from conftest import build_tiny_model, make_input, random_boxes, tiny_cfg
 
 
-def test_ltm_checkpoint_loaded_into_retinanet_gives_identical_detections(tmp_path):
-    ltm = build_tiny_model(seed=3)
+def test_ltm_checkpoint_loaded_into_retinanet_gives_identical_detections(tmp_path, device):
+    ltm = build_tiny_model(seed=3, device=device)
     with torch.no_grad():  # move away from the initialisation so that there are detections
         for p in ltm.head.parameters():
             p.add_(torch.randn_like(p) * 0.05)
         ltm.head.cls_score.bias.fill_(-1.0)
     DetectionCheckpointer(ltm, save_dir=str(tmp_path)).save("ltm")
 
-    retinanet = build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "RetinaNet"))
+    retinanet = build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "RetinaNet", device=device))
     assert type(retinanet) is RetinaNet
     DetectionCheckpointer(retinanet).load(str(tmp_path / "ltm.pth"))
 
@@ -38,8 +38,8 @@ def test_ltm_adds_no_parameters_to_retinanet():
     assert ltm.state_dict().keys() == retinanet.state_dict().keys()
 
 
-def test_ltm_af_is_retinanet_with_one_point_per_location_and_detects():
-    model = build_tiny_model("MODEL.META_ARCHITECTURE", "LTMAF", seed=2)
+def test_ltm_af_is_retinanet_with_one_point_per_location_and_detects(device):
+    model = build_tiny_model("MODEL.META_ARCHITECTURE", "LTMAF", seed=2, device=device)
     retinanet = build_model(tiny_cfg("MODEL.META_ARCHITECTURE", "RetinaNet"))
     assert model.state_dict().keys() == retinanet.state_dict().keys(), "no centerness, nothing new"
     assert model.head.cls_score.out_channels == model.num_classes

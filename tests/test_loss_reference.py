@@ -12,21 +12,27 @@ from detectron2.structures import Boxes, pairwise_iou
 
 from ltm_d2 import LTMAF
 
-from conftest import build_tiny_model, make_input, random_boxes
+from conftest import CUDA, build_tiny_model, make_input, random_boxes
 
 SIZE = (64, 96)
 
 
-def network_outputs(model, batched_inputs):
-    """(J, 4) anchors, (N, J, C) logits and (N, J, 4) deltas as the model computes them."""
+def head_outputs(model, batched_inputs):
+    """The J anchors (Boxes), (N, J, C) logits and (N, J, 4) deltas as the model computes them."""
     images = model.preprocess_image(batched_inputs)
     features = model.backbone(images.tensor)
     features = [features[f] for f in model.head_in_features]
     logits, deltas = model.head(features)
-    anchors = Boxes.cat(model.anchor_generator(features)).tensor.double()
+    anchors = Boxes.cat(model.anchor_generator(features))
     logits = torch.cat([permute_to_N_HWA_K(x, model.num_classes) for x in logits], 1)
     deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in deltas], 1)
-    return anchors, logits.double(), deltas.double()
+    return anchors, logits, deltas
+
+
+def network_outputs(model, batched_inputs):
+    """head_outputs as (J, 4), (N, J, C), (N, J, 4) tensors on the CPU in float64."""
+    anchors, logits, deltas = head_outputs(model, batched_inputs)
+    return anchors.tensor.double().cpu(), logits.double().cpu(), deltas.double().cpu()
 
 
 def iou(a, b):
@@ -154,8 +160,8 @@ def batch(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_ltm_loss_equals_the_per_object_definition(storage, seed):
-    model = build_tiny_model(seed=seed)
+def test_ltm_loss_equals_the_per_object_definition(storage, device, seed):
+    model = build_tiny_model(seed=seed, device=device)
     inputs = batch(seed)
     losses = model(inputs)
     assert set(losses) == {"loss_match_pos", "loss_match_neg", "loss_background"}
@@ -164,10 +170,11 @@ def test_ltm_loss_equals_the_per_object_definition(storage, seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_freeanchor_loss_equals_the_per_object_definition(storage, seed):
+def test_freeanchor_loss_equals_the_per_object_definition(storage, device, seed):
     model = build_tiny_model(
         "MODEL.LTM.MATCHING", "freeanchor", "MODEL.LTM.BAG_SIZE", 50,
         "MODEL.LTM.BBOX_REG_WEIGHT", 0.75, "MODEL.LTM.SMOOTH_L1_BETA", 0.11, seed=seed,
+        device=device,
     )
     inputs = batch(seed)
     losses = model(inputs)
@@ -176,9 +183,9 @@ def test_freeanchor_loss_equals_the_per_object_definition(storage, seed):
     torch.testing.assert_close(sum(losses.values()).double(), expected, rtol=2e-6, atol=0)
 
 
-def test_ltm_loss_with_trained_like_outputs_equals_the_definition(storage):
+def test_ltm_loss_with_trained_like_outputs_equals_the_definition(storage, device):
     """Confident, well-localised predictions (phi near 1) exercise the max end of mean-max."""
-    model = build_tiny_model()
+    model = build_tiny_model(device=device)
     with torch.no_grad():
         model.head.cls_score.bias.fill_(3.0)
     inputs = batch(7)
@@ -190,11 +197,44 @@ AF = ("MODEL.META_ARCHITECTURE", "LTMAF", "MODEL.LTM.BBOX_REG_WEIGHT", 5.5)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_ltm_af_loss_equals_the_per_object_definition(storage, seed):
-    model = build_tiny_model(*AF, seed=seed)
+def test_ltm_af_loss_equals_the_per_object_definition(storage, device, seed):
+    model = build_tiny_model(*AF, seed=seed, device=device)
     with torch.no_grad():  # spread the predicted distances so that the GIoU varies
-        model.head.bbox_pred.bias.copy_(torch.tensor([1.0, 0.5, 2.0, 1.5]))
+        model.head.bbox_pred.bias.copy_(torch.tensor([1.0, 0.5, 2.0, 1.5], device=device))
     inputs = batch(seed)
     losses = model(inputs)
     assert set(losses) == {"loss_match_pos", "loss_match_neg", "loss_background"}
     torch.testing.assert_close(sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0)
+
+
+VARIANTS = {"ltm": (), "freeanchor": ("MODEL.LTM.MATCHING", "freeanchor"), "ltm_af": AF}
+
+
+@pytest.mark.parametrize("device", [CUDA])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_loss_on_the_gpu_equals_the_cpu_loss_on_the_same_predictions(storage, device, variant):
+    model = build_tiny_model(*VARIANTS[variant])
+    inputs = batch(0)
+    anchors, logits, deltas = head_outputs(model, inputs)
+    gt = [x["instances"] for x in inputs]
+    on_cpu = model.matching_losses(anchors, logits, deltas, gt)
+    model.to(device)
+    on_device = model.matching_losses(
+        anchors.to(device), logits.to(device), deltas.to(device), [x.to(device) for x in gt]
+    )
+    assert on_device.keys() == on_cpu.keys()
+    for name in on_cpu:
+        torch.testing.assert_close(on_device[name].cpu(), on_cpu[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("device", [CUDA])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_training_loss_on_the_gpu_equals_the_cpu_loss(storage, device, variant):
+    """The whole model in float32 on both (no TF32 convolutions on the GPU), same weights."""
+    model = build_tiny_model(*VARIANTS[variant])
+    inputs = batch(0)
+    on_cpu = sum(model(inputs).values())
+    model.to(device)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        on_device = sum(model(inputs).values())
+    torch.testing.assert_close(on_device.cpu(), on_cpu, rtol=1e-4, atol=0)

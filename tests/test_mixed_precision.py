@@ -1,7 +1,7 @@
 """
 Mixed precision (SOLVER.AMP.ENABLED): the network runs in low precision, the matching in float32.
-Checked on the CPU with bfloat16 autocast; on a GPU the same code runs under float16 autocast
-(Detectron2's AMPTrainer), on a CPU the trainer runs the network in bfloat16.
+On the CPU under bfloat16 autocast (the trainer's SOLVER.AMP.ENABLED on a CPU); on a GPU under
+float16 autocast, as Detectron2's AMPTrainer trains.
 """
 import pytest
 import torch
@@ -30,22 +30,25 @@ def inputs():
     return [make_input(b, c, SIZE, seed=k) for k, (b, c) in enumerate(zip(boxes, classes))]
 
 
-def autocast():
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+LOW_PRECISION = {"cpu": torch.bfloat16, "cuda": torch.float16}
+
+
+def autocast(device):
+    return torch.autocast(device, dtype=LOW_PRECISION[device])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_matching_runs_in_float32_under_autocast(storage, variant):
+def test_matching_runs_in_float32_under_autocast(storage, device, variant):
     """The loss under autocast is the float32 loss of the network's low-precision outputs."""
-    model = build_tiny_model(*VARIANTS[variant])
+    model = build_tiny_model(*VARIANTS[variant], device=device)
     batch = inputs()
-    with autocast():
+    with autocast(device):
         images = model.preprocess_image(batch)
         features = model.backbone(images.tensor)
         features = [features[f] for f in model.head_in_features]
         predictions = model.head(features)
-        assert predictions[0][0].dtype == torch.bfloat16, "the network runs in low precision"
-        gt = [x["instances"] for x in batch]
+        assert predictions[0][0].dtype == LOW_PRECISION[device], "the network runs in low precision"
+        gt = [x["instances"].to(device) for x in batch]
         losses = model.forward_training(images, features, predictions, gt)
     assert all(v.dtype == torch.float32 for v in losses.values())
 
@@ -60,11 +63,11 @@ def test_matching_runs_in_float32_under_autocast(storage, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_autocast_training_loss_equals_float32_training(storage, variant):
-    model = build_tiny_model(*VARIANTS[variant])
+def test_autocast_training_loss_equals_float32_training(storage, device, variant):
+    model = build_tiny_model(*VARIANTS[variant], device=device)
     batch = inputs()
     full = sum(model(batch).values())
-    with autocast():
+    with autocast(device):
         mixed = sum(model(batch).values())
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, full, rtol=1e-3, atol=0)

@@ -16,9 +16,9 @@ from test_train_net import run
 SIZE = (64, 96)  # H, W
 
 
-def detecting_model(meta_arch="LTM", *opts):
+def detecting_model(meta_arch="LTM", *opts, device="cpu"):
     """A tiny model, moved off its initialisation so that it detects many boxes."""
-    model = build_tiny_model("MODEL.META_ARCHITECTURE", meta_arch, *opts, seed=3)
+    model = build_tiny_model("MODEL.META_ARCHITECTURE", meta_arch, *opts, seed=3, device=device)
     with torch.no_grad():
         for p in model.head.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -46,8 +46,8 @@ def detections(model, x):
 
 
 @pytest.mark.parametrize("meta_arch", ["LTM", "LTMAF", "RetinaNet"])
-def test_one_scale_without_flip_gives_exactly_the_plain_models_detections(meta_arch):
-    model = detecting_model(meta_arch)
+def test_one_scale_without_flip_gives_exactly_the_plain_models_detections(device, meta_arch):
+    model = detecting_model(meta_arch, device=device)
     x = uint8_input()
     plain = detections(model, x)
     augmented = detections(tta(model, [SIZE[0]], False), x)
@@ -72,8 +72,8 @@ def test_boxes_of_a_doubled_image_come_back_halved_into_original_coordinates():
     assert augmented.image_size == SIZE
 
 
-def test_a_flipped_copy_of_an_image_gives_mirrored_detections():
-    model = tta(detecting_model(), [40, 64], True)
+def test_a_flipped_copy_of_an_image_gives_mirrored_detections(device):
+    model = tta(detecting_model(device=device), [40, 64], True)
     x = uint8_input()
     mirrored = uint8_input(image=x["image"].flip(-1))
     ours, theirs = detections(model, x), detections(model, mirrored)

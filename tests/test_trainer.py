@@ -1,10 +1,13 @@
 """The trainer's additions to DefaultTrainer."""
+import os
+
 import pytest
 import torch
 
-from ltm_d2.engine import Trainer, create_ddp_model
+from ltm_d2 import load_config
+from ltm_d2.engine import Trainer, create_ddp_model, scale_to_workers
 
-from conftest import build_tiny_model, tiny_cfg
+from conftest import REPO, build_tiny_model, tiny_cfg
 
 
 def fill_gradients(model, value):
@@ -43,3 +46,18 @@ def test_gradients_below_the_clip_value_are_left_alone():
 def test_a_single_worker_model_is_not_wrapped():
     model = build_tiny_model()
     assert create_ddp_model(model) is model
+
+
+def test_the_trainer_trains_with_the_batch_and_lr_rescaled_to_its_workers(tmp_path):
+    cfg = tiny_cfg("SOLVER.REFERENCE_WORLD_SIZE", 2, "SOLVER.IMS_PER_BATCH", 4,
+                   "SOLVER.BASE_LR", 0.02, "OUTPUT_DIR", str(tmp_path))
+    solver = Trainer(cfg).cfg.SOLVER  # one worker here
+    assert (solver.IMS_PER_BATCH, solver.BASE_LR, solver.REFERENCE_WORLD_SIZE) == (2, 0.01, 1)
+
+
+def test_a_batch_that_is_not_a_multiple_of_the_reference_world_size_is_refused_saying_what_to_do():
+    path = os.path.join(REPO, "configs/COCO-Detection/ltm_R_50_FPN_1x.yaml")
+    cfg = load_config(path, ["SOLVER.IMS_PER_BATCH", 4])
+    with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH 4 is not a multiple of SOLVER."
+                       "REFERENCE_WORLD_SIZE 8.*add SOLVER.REFERENCE_WORLD_SIZE 0"):
+        scale_to_workers(cfg, 1)

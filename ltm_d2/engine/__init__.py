@@ -1,1 +1,1 @@
-from .trainer import Trainer, create_ddp_model
+from .trainer import Trainer, create_ddp_model, scale_to_workers

@@ -64,6 +64,24 @@ def train_network_in_bfloat16(model: torch.nn.Module) -> None:
         module.forward = autocast_forward
 
 
+def scale_to_workers(cfg, num_workers: int):
+    """
+    Detectron2's DefaultTrainer.auto_scale_workers (batch, LR and schedule of a config defined
+    for SOLVER.REFERENCE_WORLD_SIZE workers, rescaled to `num_workers`), with an error that says
+    what to do where Detectron2 only asserts.
+    """
+    reference, batch = cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH
+    if reference and batch % reference:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH {batch} is not a multiple of SOLVER.REFERENCE_WORLD_SIZE "
+            f"{reference}: the config gives its batch for {reference} GPUs, and it is rescaled to "
+            f"the {num_workers} in use. Give a multiple of {reference}, or add "
+            "SOLVER.REFERENCE_WORLD_SIZE 0 to train with exactly SOLVER.IMS_PER_BATCH images per "
+            "iteration on any number of GPUs."
+        )
+    return DefaultTrainer.auto_scale_workers(cfg, num_workers)
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer that trains on CPU workers, evaluates with COCOEvaluator, generates the
     bundled dataset on first use, checks the training data, writes checkpoints atomically, reads
@@ -75,7 +93,7 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        cfg = scale_to_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
