@@ -6,7 +6,7 @@ import torch
 from detectron2.structures import Boxes
 
 from ltm_d2.evaluation.coco_ap import coco_ground_truth
-from ltm_d2.evaluation.crowdedness import (
+from ltm_d2.analysis.crowdedness import (
     ap_on_image_groups,
     crowdedness_group,
     group_images,

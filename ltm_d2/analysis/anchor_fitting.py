@@ -6,7 +6,7 @@ anchor sizes and, for LTM, the bag size K (paper §3.2).
 level relative to the first (the octave scales, e.g. [x, x * 2^(1/3), x * 2^(2/3)]) and the
 aspect ratios. Only the base size of every level changes, to c x its stride, for c in
 :data:`SCALES` (RetinaNet's COCO anchors have c = 4, ATSS's c = 8). Each candidate is scored by
-:func:`~ltm_d2.evaluation.anchor_coverage.dataset_coverage` at the test input size, and c is
+:func:`~ltm_d2.analysis.anchor_coverage.dataset_coverage` at the test input size, and c is
 chosen by this deterministic rule:
 
 1. coverage first: the largest share of objects with an anchor of IoU >= the foreground threshold

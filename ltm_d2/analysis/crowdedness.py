@@ -16,7 +16,7 @@ from torch import Tensor
 
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
-from .coco_ap import average_precision, evaluate_boxes
+from ..evaluation.coco_ap import average_precision, evaluate_boxes
 
 logger = logging.getLogger(__name__)
 
