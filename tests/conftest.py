@@ -1,46 +1,5 @@
-import os
-
+"""Fixtures shared by the tests; their helper functions are in tests/support/."""
 import pytest
-import torch
-
-from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
-
-from ltm_d2 import load_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_tiny.yaml")
-
-
-def tiny_cfg(*opts):
-    """The tiny shapes config on the CPU, with KEY VALUE overrides."""
-    return load_config(TINY_CONFIG, ["MODEL.DEVICE", "cpu", *opts])
-
-
-def build_tiny_model(*opts, seed=0):
-    torch.manual_seed(seed)
-    model = build_model(tiny_cfg(*opts))
-    model.train()
-    return model
-
-
-def make_input(boxes, classes, size=(64, 64), seed=0):
-    """One batched input: a random image of `size` (H, W) with the given XYXY boxes and classes."""
-    g = torch.Generator().manual_seed(seed)
-    instances = Instances(size)
-    instances.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    instances.gt_classes = torch.as_tensor(classes, dtype=torch.int64).reshape(-1)
-    image = torch.randint(0, 256, (3, *size), generator=g).float()
-    return {"image": image, "instances": instances, "height": size[0], "width": size[1]}
-
-
-def random_boxes(n, size, seed, min_size=4.0):
-    """n random XYXY boxes with float coordinates inside an image of `size` (H, W)."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = size
-    wh = min_size + torch.rand(n, 2, generator=g) * (torch.tensor([w, h]) / 2)
-    xy = torch.rand(n, 2, generator=g) * (torch.tensor([w, h]) - wh)
-    return torch.cat([xy, xy + wh], dim=1)
 
 
 @pytest.fixture

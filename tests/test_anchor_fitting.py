@@ -9,7 +9,6 @@ import torch
 
 from detectron2.structures import Boxes
 
-from conftest import REPO, TINY_CONFIG, tiny_cfg
 from ltm_d2 import load_config
 from ltm_d2.analysis.anchor_coverage import ImageObjects
 from ltm_d2.analysis.anchor_fitting import (
@@ -20,7 +19,9 @@ from ltm_d2.analysis.anchor_fitting import (
     fitted_config,
     override_line,
 )
-from user_data import make_images, write_csv
+
+from support import REPO, TINY_CONFIG, tiny_cfg
+from support.user_data import make_images, write_csv
 
 TINY_SIZES = [[16.0, 20.16, 25.4], [32.0, 40.32, 50.8], [64.0, 80.63, 101.59], [128.0, 161.27, 203.19],
               [256.0, 322.54, 406.37]]

@@ -14,7 +14,7 @@ from ltm_d2.modeling.matching import (
     freeanchor_suppression,
 )
 
-from conftest import random_boxes
+from support import random_boxes
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from ltm_d2 import load_config
 
-from conftest import REPO
+from support import REPO
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 

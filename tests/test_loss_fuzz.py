@@ -22,8 +22,7 @@ from detectron2.structures import Boxes, Instances
 
 from ltm_d2.modeling.matching import neg_log
 
-from conftest import build_tiny_model, make_input
-from test_robustness import MATCHING_MODES, VARIANTS
+from support import MATCHING_MODES, VARIANTS, build_tiny_model, make_input
 
 CASES_PER_MODE = 25
 settings.register_profile(

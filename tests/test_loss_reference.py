@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, pairwise_iou
 
 from ltm_d2 import LTMAF
 
-from conftest import build_tiny_model, make_input, random_boxes
+from support import build_tiny_model, make_input, random_boxes
 
 SIZE = (64, 96)
 

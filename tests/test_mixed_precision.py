@@ -9,7 +9,7 @@ from detectron2.layers import cat
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Boxes
 
-from conftest import build_tiny_model, make_input, random_boxes
+from support import build_tiny_model, make_input, random_boxes
 
 SIZE = (64, 96)
 VARIANTS = {

@@ -12,7 +12,7 @@ import torch
 from ltm_d2 import model_zoo
 from ltm_d2.model_zoo import CATALOG, ChecksumMismatchError
 
-from conftest import REPO, build_tiny_model
+from support import REPO, build_tiny_model
 
 TINY = "Shapes-Detection/ltm_R_18_FPN_tiny.yaml"
 

@@ -4,7 +4,7 @@ import torch
 
 from ltm_d2.engine import Trainer, create_ddp_model
 
-from conftest import build_tiny_model, tiny_cfg
+from support import build_tiny_model, tiny_cfg
 
 
 def fill_gradients(model, value):
