@@ -1,4 +1,4 @@
-"""Every shipped config loads with safe YAML; the defaults are the authors' (SPEC §3)."""
+"""Every shipped config loads with safe YAML; the defaults are the authors' (docs/method.md)."""
 import glob
 import os
 

@@ -1,5 +1,5 @@
 """
-Property-based fuzzing of the matching loss (issue 8, SPEC §3 "Numerics"): for `ltm`,
+Property-based fuzzing of the matching loss (docs/method.md, "Numerics"): for `ltm`,
 `freeanchor` and LTM-AF, the loss and its gradients are finite for any logits in [-50, 50], any
 box deltas, and any objects: 0 to 1000 per image, 1 to 3 images, tiny, huge, degenerate after
 clipping to the image, heavily overlapping or identical boxes.
