@@ -7,7 +7,7 @@ TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
 DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml
 DEMO_OUTPUT ?= output/demo
 
-.PHONY: setup test demo bench study gpu-check gpu-wheels clean-venv
+.PHONY: setup test demo bench study lint gpu-check gpu-wheels clean-venv
 
 setup: $(STAMP)
 
@@ -53,6 +53,11 @@ demo: setup
 	$(PY) train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUTPUT)
 	$(PY) tools/draw_detections.py --config-file $(DEMO_CONFIG) \
 		--weights $(DEMO_OUTPUT)/model_final.pth --output $(DEMO_OUTPUT)/pictures
+
+# Lint and formatting (ruff.toml), without changing any file.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean-venv:
 	rm -rf $(VENV)

@@ -97,7 +97,7 @@ def write_json(path: str, data):
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence]):
-    """A GitHub-markdown table, so that it can be pasted into the README as is."""
+    """A GitHub-markdown table, so that it can be pasted into docs/speed.md as is."""
     print(f"\n{title}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -4,7 +4,7 @@ Detections of a trained model on image files, drawn with Detectron2's Visualizer
 or, with --compare-config-file, those of two models side by side on the same images.
 
     python demo/demo.py --config-file configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml \
-        --input "datasets/ltm_shapes/ltm_shapes_small_val/images/*.png" --output output/pictures \
+        --input "datasets/ltm_shapes/ltm_shapes_small_val/images/*.jpg" --output output/pictures \
         --opts MODEL.WEIGHTS output/demo/model_final.pth
     python demo/demo.py --config-file configs/Shapes-Detection/retinanet_R_18_FPN_demo.yaml \
         --weights output/retinanet/model_final.pth \

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .evaluation.coco_ap import average_precision, coco_ground_truth, evaluate_boxes
-from .evaluation.crowdedness import CROWDEDNESS_GROUPS, ap_on_image_groups, group_images, relative_improvement
+from .analysis.crowdedness import CROWDEDNESS_GROUPS, ap_on_image_groups, group_images, relative_improvement
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,7 @@ from detectron2.modeling import build_model
 
 from ltm_d2.deploy.model_analysis import model_cost
 
-from conftest import TINY_CONFIG, tiny_cfg
-from hand_made import load_tool
+from support import TINY_CONFIG, load_tool, tiny_cfg
 
 SIZE = (64, 96)
 

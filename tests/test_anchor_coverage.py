@@ -8,8 +8,9 @@ import torch
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes
 
-from conftest import REPO, TINY_CONFIG
-from ltm_d2.evaluation.anchor_coverage import object_coverage
+from ltm_d2.analysis.anchor_coverage import object_coverage
+
+from support import REPO, TINY_CONFIG
 
 MATCHER = Matcher([0.4, 0.5], [0, -1, 1], allow_low_quality_matches=True)
 # The object itself, the object shifted by half its width (IoU 1/3), and an anchor far away.

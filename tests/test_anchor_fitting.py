@@ -9,10 +9,9 @@ import torch
 
 from detectron2.structures import Boxes
 
-from conftest import REPO, TINY_CONFIG, tiny_cfg
 from ltm_d2 import load_config
-from ltm_d2.evaluation.anchor_coverage import ImageObjects
-from ltm_d2.evaluation.anchor_fitting import (
+from ltm_d2.analysis.anchor_coverage import ImageObjects
+from ltm_d2.analysis.anchor_fitting import (
     AnchorScore,
     choose_bag_size,
     choose_scale,
@@ -20,7 +19,9 @@ from ltm_d2.evaluation.anchor_fitting import (
     fitted_config,
     override_line,
 )
-from user_data import make_images, write_csv
+
+from support import REPO, TINY_CONFIG, tiny_cfg
+from support.user_data import make_images, write_csv
 
 TINY_SIZES = [[16.0, 20.16, 25.4], [32.0, 40.32, 50.8], [64.0, 80.63, 101.59], [128.0, 161.27, 203.19],
               [256.0, 322.54, 406.37]]
@@ -116,7 +117,7 @@ def test_the_command_refuses_an_anchor_free_detector():
 
 def test_objects_of_big_images_are_measured_in_their_tiles_when_tiling_is_on():
     from detectron2.structures import BoxMode
-    from ltm_d2.evaluation.anchor_coverage import input_objects
+    from ltm_d2.analysis.anchor_coverage import input_objects
 
     record = {"file_name": "big.png", "image_id": 0, "height": 512, "width": 512,
               "annotations": [{"bbox": [10.0, 10.0, 74.0, 74.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}

@@ -3,10 +3,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ltm_d2.evaluation.aspect_ratio import category_aspect_ratios, fit_line
+from ltm_d2.analysis.aspect_ratio import category_aspect_ratios, fit_line
 from ltm_d2.evaluation.coco_ap import coco_ground_truth, evaluate_boxes, load_detections, per_category_ap
 
-from hand_made import load_tool, perfect_detections, register_coco_dataset, write_detections
+from support import load_tool
+from support.hand_made import perfect_detections, register_coco_dataset, write_detections
 
 # Category 1, squares: 10x10 and 20x20, aspect ratio 1. Category 2, bars: 40x10 (4) and 10x20
 # (max(w/h, h/w) = 2), mean aspect ratio 3.

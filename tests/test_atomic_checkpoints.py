@@ -10,7 +10,7 @@ import torch
 from ltm_d2.checkpoint import SafeCheckpointer, write_atomically
 from ltm_d2.checkpoint import safe_checkpointer
 
-from conftest import REPO
+from support import REPO
 
 
 def checkpointer(save_dir, value):

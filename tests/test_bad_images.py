@@ -12,8 +12,8 @@ from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
 from ltm_d2.data.validation import register_checked_coco
 from ltm_d2.engine.hooks import SkippedImageMonitor, TooManyBadImagesError
 
-from conftest import tiny_cfg
-from coco_files import spoil_image_file, write_coco
+from support import tiny_cfg
+from support.coco_files import spoil_image_file, write_coco
 
 SPOILS = ["truncated", "empty", "not_an_image", "deleted", "wrong_size"]
 

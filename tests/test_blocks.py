@@ -14,7 +14,7 @@ from ltm_d2.modeling.matching import (
     freeanchor_suppression,
 )
 
-from conftest import random_boxes
+from support import random_boxes
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_blockwise_suppression_equals_the_whole_iou_matrix(monkeypatch):
     gt.gt_classes = torch.tensor([0, 2, 0, 1, 2, 2, 4])
     monkeypatch.setattr(blocks, "PAIRS_PER_BLOCK", 2 * len(pred))  # two objects per block
 
-    iou = pairwise_iou(gt.gt_boxes, pred)  # (I, J), SPEC §3 "freeanchor"
+    iou = pairwise_iou(gt.gt_boxes, pred)  # (I, J), as the freeanchor background term
     t2 = iou.max(dim=1, keepdim=True).values.clamp(min=0.6 + 1e-12)
     quality = ((iou - 0.6) / (t2 - 0.6)).clamp(0, 1)
     expected = torch.zeros(len(pred), 5)

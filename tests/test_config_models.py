@@ -10,7 +10,7 @@ from detectron2.modeling.meta_arch import retinanet
 
 from ltm_d2 import load_config
 
-from conftest import REPO, make_input
+from support import REPO, make_input
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 _backbones = {}

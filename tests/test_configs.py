@@ -8,7 +8,7 @@ from detectron2.engine import DefaultTrainer
 
 from ltm_d2 import load_config
 
-from conftest import REPO
+from support import REPO
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 COCO_CONFIGS = [p for p in CONFIGS if os.path.basename(os.path.dirname(p)).startswith("COCO-")]

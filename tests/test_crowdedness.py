@@ -6,7 +6,7 @@ import torch
 from detectron2.structures import Boxes
 
 from ltm_d2.evaluation.coco_ap import coco_ground_truth
-from ltm_d2.evaluation.crowdedness import (
+from ltm_d2.analysis.crowdedness import (
     ap_on_image_groups,
     crowdedness_group,
     group_images,
@@ -15,7 +15,8 @@ from ltm_d2.evaluation.crowdedness import (
     relative_improvement,
 )
 
-from hand_made import load_tool, perfect_detections, register_coco_dataset, write_detections, xywh
+from support import load_tool
+from support.hand_made import perfect_detections, register_coco_dataset, write_detections, xywh
 
 SQUARE = [0, 0, 10, 10]
 # Image 1: IoU 50 / 150 = 1/3 with its neighbour (medium). Image 2: IoU 80 / 100 = 0.8 (dense).

@@ -1,4 +1,4 @@
-"""The bundled shapes dataset (SPEC §5)."""
+"""The bundled shapes dataset."""
 import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog

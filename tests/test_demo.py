@@ -1,12 +1,17 @@
 """demo/demo.py: detections of one model, or of two side by side, on image files and globs."""
+import fnmatch
+import os
+import re
+
 import cv2
 import numpy as np
 import pytest
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from conftest import TINY_CONFIG, build_tiny_model
-from hand_made import load_tool
+from ltm_d2.data.shapes import DATASET_DIR, SPLITS, ensure_split
+
+from support import TINY_CONFIG, build_tiny_model, load_tool
 
 
 @pytest.fixture
@@ -42,6 +47,17 @@ def test_one_model_on_a_glob_writes_one_picture_per_image(tmp_path, weights, ima
     picture = cv2.imread(str(out / "a.png"))
     assert picture.shape[:2] == (384, 512)  # drawn enlarged to a longer side of 512
     assert "[2/2]" in capsys.readouterr().out
+
+
+def test_the_usage_example_globs_the_images_the_bundled_dataset_writes():
+    example = re.search(r'--input "([^"]+)"', load_tool("demo/demo.py").__doc__).group(1)
+    folder, pattern = os.path.split(example)
+    split = folder.split(os.sep)[-2]
+    assert split in SPLITS
+    assert folder == os.path.join("datasets", DATASET_DIR, split, "images")
+    _, image_root = ensure_split("ltm_shapes_mini_val")  # written as every split is
+    written = os.listdir(image_root)
+    assert written and all(fnmatch.fnmatch(name, pattern) for name in written)
 
 
 def test_two_models_are_drawn_side_by_side_under_their_names(tmp_path, weights, images, capsys):

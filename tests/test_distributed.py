@@ -15,7 +15,7 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
-from conftest import REPO, build_tiny_model, make_input, random_boxes
+from support import REPO, build_tiny_model, make_input, random_boxes
 
 SIZE = (64, 64)
 

@@ -18,8 +18,7 @@ from ltm_d2.deploy.export import (
     traced_runner,
 )
 
-from conftest import TINY_CONFIG, build_tiny_model, tiny_cfg
-from hand_made import load_tool
+from support import TINY_CONFIG, build_tiny_model, load_tool, tiny_cfg
 
 ARCHITECTURES = {"LTM": [], "LTMAF": ["MODEL.META_ARCHITECTURE", "LTMAF"]}
 

@@ -18,7 +18,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from ltm_d2 import load_config
 from ltm_d2.checkpoint import anchor_permutation
 
-from conftest import REPO, make_input, tiny_cfg
+from support import REPO, make_input, tiny_cfg
 
 spec = importlib.util.spec_from_file_location("convert", os.path.join(REPO, "tools", "convert_freeanchor_to_d2.py"))
 convert_freeanchor_to_d2 = importlib.util.module_from_spec(spec)

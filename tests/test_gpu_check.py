@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY_CONFIG
+from support import REPO, TINY_CONFIG
 
 SCRIPT = os.path.join(REPO, "tools", "gpu_check.py")
 

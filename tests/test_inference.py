@@ -4,7 +4,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import RetinaNet, build_model
 
-from conftest import build_tiny_model, make_input, random_boxes, tiny_cfg
+from support import build_tiny_model, make_input, random_boxes, tiny_cfg
 
 
 def test_ltm_checkpoint_loaded_into_retinanet_gives_identical_detections(tmp_path, device):

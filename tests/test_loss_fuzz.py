@@ -1,5 +1,5 @@
 """
-Property-based fuzzing of the matching loss (issue 8, SPEC §3 "Numerics"): for `ltm`,
+Property-based fuzzing of the matching loss (docs/method.md, "Numerics"): for `ltm`,
 `freeanchor` and LTM-AF, the loss and its gradients are finite for any logits in [-50, 50], any
 box deltas, and any objects: 0 to 1000 per image, 1 to 3 images, tiny, huge, degenerate after
 clipping to the image, heavily overlapping or identical boxes.
@@ -22,8 +22,7 @@ from detectron2.structures import Boxes, Instances
 
 from ltm_d2.modeling.matching import neg_log
 
-from conftest import build_tiny_model, make_input
-from test_robustness import MATCHING_MODES, VARIANTS
+from support import MATCHING_MODES, VARIANTS, build_tiny_model, make_input
 
 CASES_PER_MODE = 25
 settings.register_profile(

@@ -1,5 +1,5 @@
 """
-The loss of `LTM(batched_inputs)` equals SPEC §3 computed plainly, object by object and anchor by
+The loss of `LTM(batched_inputs)` equals the loss of docs/method.md computed plainly, object by object and anchor by
 anchor, in float64, from the same network outputs.
 """
 import math
@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, pairwise_iou
 
 from ltm_d2 import LTMAF
 
-from conftest import CUDA, build_tiny_model, make_input, random_boxes
+from support import CUDA, build_tiny_model, make_input, random_boxes
 
 SIZE = (64, 96)
 
@@ -85,7 +85,7 @@ def smooth_l1(x, beta):
 
 
 def reference_loss(model, batched_inputs):
-    """SPEC §3, written out object by object."""
+    """The loss of docs/method.md, written out object by object."""
     anchors, logits, deltas = network_outputs(model, batched_inputs)
     anchor_free = isinstance(model, LTMAF)
     weights = None if anchor_free else model.box2box_transform.weights

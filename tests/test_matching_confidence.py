@@ -6,11 +6,10 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 
-from ltm_d2.evaluation.matching_confidence import BagConfidence, accumulated_heat_map, bag_confidence, network_input
+from ltm_d2.analysis.matching_confidence import BagConfidence, accumulated_heat_map, bag_confidence, network_input
 from ltm_d2.modeling.matching import mean_max, mean_max_weights
 
-from conftest import TINY_CONFIG, build_tiny_model, tiny_cfg
-from hand_made import load_tool
+from support import TINY_CONFIG, build_tiny_model, load_tool, tiny_cfg
 
 
 def test_mean_max_weights_of_a_hand_made_bag():

@@ -14,7 +14,7 @@ from detectron2.structures import Boxes
 from ltm_d2.engine import Trainer
 from ltm_d2.engine.trainer import train_network_in_bfloat16
 
-from conftest import build_tiny_model, make_input, random_boxes, tiny_cfg
+from support import build_tiny_model, make_input, random_boxes, tiny_cfg
 
 SIZE = (64, 96)
 VARIANTS = {

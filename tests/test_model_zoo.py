@@ -12,7 +12,7 @@ import torch
 from ltm_d2 import model_zoo
 from ltm_d2.model_zoo import CATALOG, ChecksumMismatchError
 
-from conftest import REPO, build_tiny_model
+from support import REPO, build_tiny_model
 
 TINY = "Shapes-Detection/ltm_R_18_FPN_tiny.yaml"
 
@@ -62,14 +62,25 @@ def test_get_config_has_the_ltm_keys_and_keeps_its_own_weights_when_not_trained(
     assert cfg.MODEL.WEIGHTS.startswith("detectron2://ImageNetPretrained/")
 
 
-def test_a_non_editable_install_ships_every_config_where_the_model_zoo_looks(tmp_path):
+def source_tree_without_package_configs(tmp_path):
+    """A copy of the repository's sources as a clone has them: no ltm_d2/model_zoo/configs yet."""
     source = tmp_path / "source"
-    for folder in ("ltm_d2", "configs"):  # the symlink ltm_d2/model_zoo/configs is copied as a link
-        shutil.copytree(os.path.join(REPO, folder), source / folder, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("ltm_d2", "configs"):
+        shutil.copytree(os.path.join(REPO, folder), source / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "configs") if folder == "ltm_d2" else None)
     shutil.copy(os.path.join(REPO, "setup.py"), source)
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "wheel", "--no-deps",
-                    "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)], check=True)
+    assert not os.path.lexists(source / "ltm_d2" / "model_zoo" / "configs")
+    return source
+
+
+def pip(*arguments):
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *arguments,
+                    "--no-deps", "--no-build-isolation"], check=True)
+
+
+def test_a_wheel_ships_every_config_where_the_model_zoo_looks(tmp_path):
+    source = source_tree_without_package_configs(tmp_path)
+    pip("wheel", "-w", str(tmp_path / "dist"), str(source))
     wheel = glob.glob(str(tmp_path / "dist" / "*.whl"))[0]
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")  # what installing a pure-Python wheel does
     installed = tmp_path / "site" / "ltm_d2" / "model_zoo"
@@ -79,6 +90,27 @@ def test_a_non_editable_install_ships_every_config_where_the_model_zoo_looks(tmp
         shipped = installed / relative / name
         assert shipped.is_file() and not shipped.is_symlink(), name
         assert shipped.read_bytes() == open(os.path.join(REPO, "configs", name), "rb").read()
+
+
+def test_an_editable_install_finds_every_config_of_the_source_tree(tmp_path):
+    source = source_tree_without_package_configs(tmp_path)
+    pip("install", "--prefix", str(tmp_path / "prefix"), "-e", str(source))
+    names = repository_config_names()
+    # An editable install imports the package from the source tree itself.
+    found = subprocess.run(
+        [sys.executable, "-c", "import sys; from ltm_d2 import model_zoo; "
+         "print(*[model_zoo.get_config_file(n) for n in sys.argv[1:]], sep='\\n')", *names],
+        env={**os.environ, "PYTHONPATH": str(source)}, cwd=tmp_path, check=True,
+        capture_output=True, text=True).stdout.split("\n")
+    for name, path in zip(names, found):
+        assert os.path.samefile(path, source / "configs" / name), name
+        assert os.path.commonpath([path, str(source / "ltm_d2")]) == str(source / "ltm_d2"), path
+
+
+def test_a_package_without_its_configs_says_how_to_get_them(monkeypatch, tmp_path):
+    monkeypatch.setattr(model_zoo.model_zoo, "CONFIG_DIR", str(tmp_path / "configs"))
+    with pytest.raises(RuntimeError, match="pip install -e ."):
+        model_zoo.get_config_file(TINY)
 
 
 def test_a_trained_model_is_fetched_from_its_url_and_carries_the_published_weights(cache, served_checkpoint):

@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from ltm_d2.engine import Trainer
 from ltm_d2.evaluation import NMSRecallEvaluator, WithCandidatesBeforeNMS, nms_recall, nms_skipped
 
-from conftest import build_tiny_model, make_input, random_boxes, tiny_cfg
+from support import build_tiny_model, make_input, random_boxes, tiny_cfg
 
 # Two objects. Before NMS, object A has an exact candidate (IoU 1) and a higher-scored one of
 # IoU 0.8 with it, which suppresses the exact one (their IoU is 0.8 > 0.5); object B has one

@@ -6,8 +6,8 @@ import os
 import pytest
 import yaml
 
-from test_train_net import run
-from user_data import make_images, write_coco, write_csv, write_voc
+from support import run
+from support.user_data import make_images, write_coco, write_csv, write_voc
 
 WRITERS = {"coco": write_coco, "voc": write_voc, "csv": write_csv}
 

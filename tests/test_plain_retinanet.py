@@ -15,8 +15,7 @@ from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.deploy import NoPlainRetinaNetError, plain_retinanet_config
 from ltm_d2.visualization import safe_predictor
 
-from conftest import REPO, TINY_CONFIG, build_tiny_model, tiny_cfg
-from hand_made import load_tool
+from support import REPO, TINY_CONFIG, build_tiny_model, load_tool, tiny_cfg
 
 IMAGE_SIZES = [(96, 128), (128, 72), (64, 64)]  # (H, W)
 
@@ -67,7 +66,7 @@ def test_plain_detectron2_gives_exactly_the_detections_of_our_predictor(tmp_path
     convert("--config-file", TINY_CONFIG, "--output", plain_config, "MODEL.WEIGHTS", weights)
     out = tmp_path / "plain_detections.pth"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, os.path.join(REPO, "tests", "plain_detectron2_predict.py"),
+    subprocess.run([sys.executable, os.path.join(REPO, "tests", "support", "plain_detectron2_predict.py"),
                     str(plain_config), str(out), *images], cwd=tmp_path, env=env, check=True)
     plain = torch.load(out, weights_only=True)
     assert plain["architecture"] == "RetinaNet" and plain["ltm_d2_modules"] == []

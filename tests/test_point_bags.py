@@ -1,4 +1,4 @@
-"""LTM-AF point bags: normalised distance, central-80% rule, finest-level exemption (SPEC §3)."""
+"""LTM-AF point bags: normalised distance, central-80% rule, finest-level exemption (paper §3.3)."""
 import torch
 
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator

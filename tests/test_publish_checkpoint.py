@@ -14,7 +14,7 @@ from detectron2.engine import default_argument_parser
 
 from ltm_d2 import model_zoo
 
-from conftest import REPO, TINY_CONFIG, build_tiny_model
+from support import REPO, TINY_CONFIG, build_tiny_model
 
 TINY = "Shapes-Detection/ltm_R_18_FPN_tiny.yaml"
 

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from conftest import REPO, TINY_CONFIG
+from support import REPO, TINY_CONFIG
 
 # 6 iterations of 2 images of 64 px, a checkpoint every 2 (after iterations 1, 3 and 5), the LR
 # dropping after iteration 3; no evaluation.

@@ -1,19 +1,12 @@
-"""No NaN or Inf in any loss or gradient, whatever the logits and boxes (SPEC §3 "Numerics")."""
+"""No NaN or Inf in any loss or gradient, whatever the logits and boxes (docs/method.md, "Numerics")."""
 import pytest
 import torch
 
 from detectron2.structures import Boxes
 
-from conftest import build_tiny_model, make_input, random_boxes
+from support import MATCHING_MODES, VARIANTS, build_tiny_model, make_input, random_boxes
 
-VARIANTS = {
-    "ltm": ("MODEL.LTM.MATCHING", "ltm"),
-    "freeanchor": ("MODEL.LTM.MATCHING", "freeanchor"),
-    "topk": ("MODEL.LTM.MATCHING", "topk"),
-    "ltm_af": ("MODEL.META_ARCHITECTURE", "LTMAF", "MODEL.LTM.BBOX_REG_WEIGHT", 5.5),
-}
 MODES = list(VARIANTS)
-MATCHING_MODES = ["ltm", "freeanchor", "ltm_af"]
 SIZE = (64, 64)
 
 

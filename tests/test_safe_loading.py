@@ -13,7 +13,7 @@ import torch
 
 from ltm_d2.checkpoint import SafeCheckpointer, UnsafeCheckpointError
 
-from conftest import REPO, TINY_CONFIG, build_tiny_model
+from support import REPO, TINY_CONFIG, build_tiny_model
 
 
 class RunsCode:

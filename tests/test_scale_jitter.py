@@ -8,8 +8,7 @@ from detectron2.data.transforms import AugInput, AugmentationList
 
 from ltm_d2 import load_config
 
-from conftest import REPO
-from test_train_net import run
+from support import REPO, run
 
 MS_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_demo_ms.yaml")
 JITTER = (104, 112, 120, 128)

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-from conftest import REPO, TINY_CONFIG
 from ltm_d2.config import load_config
 from ltm_d2.study import (
     DETECTORS,
@@ -18,6 +17,8 @@ from ltm_d2.study import (
     plan_study,
     train_command,
 )
+
+from support import REPO, TINY_CONFIG
 
 
 def merged_config(run):

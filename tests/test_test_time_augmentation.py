@@ -10,20 +10,9 @@ from detectron2.structures import Boxes, Instances
 from ltm_d2.modeling import DenseDetectorWithTTA
 from ltm_d2.modeling.test_time_augmentation import merge_detections
 
-from conftest import build_tiny_model, make_input, random_boxes, tiny_cfg
-from test_train_net import run
+from support import detecting_model, make_input, random_boxes, run, tiny_cfg
 
 SIZE = (64, 96)  # H, W
-
-
-def detecting_model(meta_arch="LTM", *opts, device="cpu"):
-    """A tiny model, moved off its initialisation so that it detects many boxes."""
-    model = build_tiny_model("MODEL.META_ARCHITECTURE", meta_arch, *opts, seed=3, device=device)
-    with torch.no_grad():
-        for p in model.head.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        model.head.cls_score.bias.fill_(-1.0)
-    return model.eval()
 
 
 def tta(model, min_sizes, flip, *opts):

@@ -16,11 +16,8 @@ from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
 from ltm_d2.data.tiling import cut_boxes, tile_records, tile_windows, tiled_test_mapper
 from ltm_d2.modeling import TiledDetector
 
-from conftest import TINY_CONFIG, tiny_cfg
-from hand_made import load_tool
-from test_test_time_augmentation import detecting_model
-from test_train_net import run
-from user_data import make_images, write_csv
+from support import TINY_CONFIG, detecting_model, load_tool, run, tiny_cfg
+from support.user_data import make_images, write_csv
 
 
 def record_of(boxes_xyxy, size, mode=BoxMode.XYXY_ABS, file_name="image.png"):

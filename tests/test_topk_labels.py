@@ -3,7 +3,7 @@ import torch
 
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from conftest import build_tiny_model
+from support import build_tiny_model
 
 
 def test_bag_members_are_positives_of_the_object_of_highest_iou(storage):

@@ -1,21 +1,10 @@
 """Tiny end-to-end runs of train_net.py: train -> checkpoint -> --eval-only, and two CPU workers."""
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 
-from conftest import REPO, TINY_CONFIG
-
-
-def run(*args, script="train_net.py", config=TINY_CONFIG, expect_success=True, timeout=600):
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, script), "--config-file", config, *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
-    )
-    assert (result.returncode == 0) == expect_success, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
+from support import run
 
 
 def test_train_checkpoint_then_eval_only_round_trip(tmp_path):

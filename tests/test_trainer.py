@@ -7,7 +7,7 @@ import torch
 from ltm_d2 import load_config
 from ltm_d2.engine import Trainer, create_ddp_model, scale_to_workers
 
-from conftest import REPO, build_tiny_model, tiny_cfg
+from support import REPO, build_tiny_model, tiny_cfg
 
 
 def fill_gradients(model, value):

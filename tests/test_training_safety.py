@@ -10,8 +10,8 @@ from detectron2.data.datasets import register_coco_instances
 from ltm_d2.data.validation import DatasetError, register_checked_coco
 from ltm_d2.engine import Trainer
 
-from conftest import tiny_cfg
-from coco_files import spoil_image_file, with_changes, write_coco
+from support import tiny_cfg
+from support.coco_files import spoil_image_file, with_changes, write_coco
 
 SMALL_INPUT = ("INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64, "TEST.EVAL_PERIOD", 0,
                "DATASETS.TEST", "()")

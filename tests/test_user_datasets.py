@@ -6,11 +6,12 @@ import pytest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from conftest import TINY_CONFIG
 from ltm_d2 import load_config
 from ltm_d2.data import DatasetError
 from ltm_d2.data.user_datasets import load_dataset
-from user_data import make_images, voc_xml, write_coco, write_csv, write_voc
+
+from support import TINY_CONFIG
+from support.user_data import make_images, voc_xml, write_coco, write_csv, write_voc
 
 
 def cfg_for(train, test=(), *opts):

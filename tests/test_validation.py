@@ -13,8 +13,8 @@ from ltm_d2.data.validation import (
     validate_training_datasets,
 )
 
-from conftest import tiny_cfg
-from coco_files import GOOD_COCO, write_coco, with_changes
+from support import tiny_cfg
+from support.coco_files import GOOD_COCO, with_changes, write_coco
 
 
 def error_of(tmp_path, coco=GOOD_COCO, annotation_text=None):

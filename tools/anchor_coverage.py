@@ -15,7 +15,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_anchor_generator
 
 from ltm_d2 import load_config
-from ltm_d2.evaluation.anchor_coverage import (
+from ltm_d2.analysis.anchor_coverage import (
     anchor_input_shapes,
     coverage_table,
     dataset_coverage,

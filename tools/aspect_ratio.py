@@ -13,14 +13,14 @@ and the slope of the line fitted to gain against aspect ratio; writes `aspect_ra
 import logging
 import os
 
-from ltm_d2.evaluation.aspect_ratio import (
+from ltm_d2.analysis.aspect_ratio import (
     category_aspect_ratios,
     fit_line,
     plot_category_ap,
     plot_gain_against_aspect_ratio,
 )
 from ltm_d2.evaluation.coco_ap import evaluate_boxes, per_category_ap
-from ltm_d2.evaluation.comparison import comparison_argument_parser, start_comparison
+from ltm_d2.analysis.comparison import comparison_argument_parser, start_comparison
 
 
 def main(argv=None):

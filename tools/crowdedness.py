@@ -12,8 +12,8 @@ and writes the AP against the number of objects per image as `crowdedness.png`.
 import logging
 import os
 
-from ltm_d2.evaluation.comparison import comparison_argument_parser, start_comparison
-from ltm_d2.evaluation.crowdedness import (
+from ltm_d2.analysis.comparison import comparison_argument_parser, start_comparison
+from ltm_d2.analysis.crowdedness import (
     ap_on_image_groups,
     crowdedness_table,
     group_images,

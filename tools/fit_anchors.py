@@ -2,7 +2,7 @@
 """
 Fit a config's anchors to a dataset (no training): one scale c for the base anchor size of every
 level (c x its stride; the levels, octave scales and aspect ratios are the config's), and for LTM
-the bag size K; the rules are in ltm_d2/evaluation/anchor_fitting.py. Prints the coverage of the
+the bag size K; the rules are in ltm_d2/analysis/anchor_fitting.py. Prints the coverage of the
 objects before and after, and the overrides to paste (or writes them as a config with --output).
 
     python tools/fit_anchors.py --config-file configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml \
@@ -21,8 +21,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 
 from ltm_d2 import LTM, load_config
 from ltm_d2.data.user_datasets import ensure_registered
-from ltm_d2.evaluation.anchor_coverage import anchor_input_shapes, has_anchors, input_objects
-from ltm_d2.evaluation.anchor_fitting import comparison_table, fit_anchors, fitted_config, override_line
+from ltm_d2.analysis.anchor_coverage import anchor_input_shapes, has_anchors, input_objects
+from ltm_d2.analysis.anchor_fitting import comparison_table, fit_anchors, fitted_config, override_line
 
 PROGRESS_EVERY = 500  # images
 

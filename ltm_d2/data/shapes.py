@@ -1,5 +1,5 @@
 """
-The bundled dataset (SPEC §5): synthetic shapes in COCO format, generated on first use.
+The bundled dataset: synthetic shapes in COCO format, generated on first use.
 
 It exercises what the paper is about: categories of very different aspect ratios (discs, squares,
 slender bars of 1:4 to 1:10 in both orientations), objects whose distinctive part is off their

@@ -1,4 +1,4 @@
-"""Training hooks of the project (issue 8)."""
+"""Training hooks of the project (docs/reliability.md)."""
 import logging
 
 from detectron2.engine import HookBase

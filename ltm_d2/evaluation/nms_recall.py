@@ -1,5 +1,5 @@
 """
-NMS recall (paper Table 4, SPEC §4): how many of the objects that the candidates before NMS
+NMS recall (paper §4.2, Table 4): how many of the objects that the candidates before NMS
 localise at IoU > tau are still localised after NMS.
 
 For each ground-truth box, take its best IoU with any detection, class-agnostic, after NMS and

@@ -52,6 +52,12 @@ def get_config_file(config_path: str) -> str:
     Args:
         config_path: relative to the project's configs/, e.g. "COCO-Detection/ltm_R_50_FPN_1x.yaml"
     """
+    if not os.path.isdir(CONFIG_DIR):
+        raise RuntimeError(
+            f"the ltm_d2 model zoo has no configs at {CONFIG_DIR}: setup.py puts the repository's "
+            "configs/ there when the package is built; install it (pip install -e . in the "
+            "repository) or run setup.py once"
+        )
     path = os.path.join(CONFIG_DIR, config_path)
     if not os.path.isfile(path):
         raise RuntimeError(f"{config_path} is not a config of the ltm_d2 model zoo ({CONFIG_DIR})")

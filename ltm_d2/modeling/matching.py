@@ -1,5 +1,5 @@
 """
-The learning-to-match loss (paper §3.1–3.2, SPEC §3): the mean-max matching functions, the
+The learning-to-match loss (paper §3.1–3.2; docs/method.md): the mean-max matching functions, the
 likelihoods they are applied to, the focal background term, and the assembly of the three.
 
 Every function here works on the whole batch at once. Anchors of the N images are flattened

@@ -6,7 +6,7 @@ anchor sizes and, for LTM, the bag size K (paper §3.2).
 level relative to the first (the octave scales, e.g. [x, x * 2^(1/3), x * 2^(2/3)]) and the
 aspect ratios. Only the base size of every level changes, to c x its stride, for c in
 :data:`SCALES` (RetinaNet's COCO anchors have c = 4, ATSS's c = 8). Each candidate is scored by
-:func:`~ltm_d2.evaluation.anchor_coverage.dataset_coverage` at the test input size, and c is
+:func:`~ltm_d2.analysis.anchor_coverage.dataset_coverage` at the test input size, and c is
 chosen by this deterministic rule:
 
 1. coverage first: the largest share of objects with an anchor of IoU >= the foreground threshold
@@ -29,7 +29,7 @@ the bag of a typical object then holds anchors that RetinaNet would not call bac
 anchors that barely touch it (5 when even the 5th is below). On COCO-like objects at 800 px with
 RetinaNet's anchors (c = 4) the median 50th-best IoU is about 0.44, so the rule gives the paper's
 K = 50; on the bundled 128 px shapes with anchors of 2 x stride it is 0.27 for K = 40 and the rule
-gives K = 10, where bags of 10 and 20 trained better than 40 in this project (README, Table 5).
+gives K = 10, where bags of 10 and 20 trained better than 40 in this project (docs/study.md, Table 5).
 """
 import os
 import shlex

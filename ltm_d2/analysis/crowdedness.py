@@ -1,5 +1,5 @@
 """
-Object crowdedness (paper §4.2, Table 2 and Fig. 5; SPEC §4): an object's crowdedness is its
+Object crowdedness (paper §4.2, Table 2 and Fig. 5): an object's crowdedness is its
 largest IoU with another object of the same image, an image's the largest over its objects.
 Images fall into three groups by crowdedness: sparse [0, 0.2], medium (0.2, 0.5], dense (0.5, 1].
 """
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
-from .coco_ap import average_precision, evaluate_boxes
+from ..evaluation.coco_ap import average_precision, evaluate_boxes
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,8 @@
 """Hand-made COCO datasets and detection files for the tests of the analysis tools."""
-import importlib.util
 import json
-import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
-
-from conftest import REPO
 
 
 def xywh(box):
@@ -57,12 +53,3 @@ def perfect_detections(images, keep_image=lambda image_id: True):
     """[(image id, box, category id, 0.9)] for every object of the kept images of `images`."""
     return [(k + 1, box, c, 0.9) for k, objects in enumerate(images) if keep_image(k + 1)
             for box, c in objects]
-
-
-def load_tool(path):
-    """The module of the script at `path` (relative to the repository), to call its main() here."""
-    name = os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 from detectron2.utils.logger import setup_logger
 
 from ..data.user_datasets import ensure_registered
-from .coco_ap import check_detections_match, coco_ground_truth, load_detections
+from ..evaluation.coco_ap import check_detections_match, coco_ground_truth, load_detections
 
 
 def comparison_argument_parser(description: str) -> argparse.ArgumentParser:

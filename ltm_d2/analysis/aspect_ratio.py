@@ -1,5 +1,5 @@
 """
-Aspect ratio analysis (paper Fig. 7 and Fig. 8; SPEC §4): a category's aspect ratio is the mean
+Aspect ratio analysis (paper §4.2, Fig. 7 and Fig. 8): a category's aspect ratio is the mean
 of max(w/h, h/w) over its ground-truth boxes; the AP gain of one model over another is fitted
 against it by a straight line, whose slope says whether the gain grows for slender categories.
 """

@@ -1,0 +1,99 @@
+"""
+Helpers shared by the tests: the tiny config and model, hand-made inputs, running the project's
+scripts. Test modules import from here (and from the modules of this package), never from each
+other.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+from ltm_d2 import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_tiny.yaml")
+
+# The config overrides of each loss: the three matchings of LTM's MODEL.LTM.MATCHING, and LTM-AF.
+VARIANTS = {
+    "ltm": ("MODEL.LTM.MATCHING", "ltm"),
+    "freeanchor": ("MODEL.LTM.MATCHING", "freeanchor"),
+    "topk": ("MODEL.LTM.MATCHING", "topk"),
+    "ltm_af": ("MODEL.META_ARCHITECTURE", "LTMAF", "MODEL.LTM.BBOX_REG_WEIGHT", 5.5),
+}
+MATCHING_MODES = ["ltm", "freeanchor", "ltm_af"]  # the losses that match (topk does not)
+
+# The devices of tests whose result may depend on the device: the CPU always, CUDA where there is
+# a GPU (marked "cuda", so that `pytest -m cuda` runs only those: tools/gpu_check.py).
+CUDA = pytest.param(
+    "cuda",
+    marks=[
+        pytest.mark.cuda,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+    ],
+)
+
+
+def tiny_cfg(*opts, device="cpu"):
+    """The tiny shapes config on `device` (the CPU by default), with KEY VALUE overrides."""
+    return load_config(TINY_CONFIG, ["MODEL.DEVICE", device, *opts])
+
+
+def build_tiny_model(*opts, seed=0, device="cpu"):
+    """The tiny model on `device`, in training mode; its weights depend on `seed` only."""
+    torch.manual_seed(seed)
+    model = build_model(tiny_cfg(*opts)).to(device)
+    model.train()
+    return model
+
+
+def make_input(boxes, classes, size=(64, 64), seed=0):
+    """One batched input: a random image of `size` (H, W) with the given XYXY boxes and classes."""
+    g = torch.Generator().manual_seed(seed)
+    instances = Instances(size)
+    instances.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    instances.gt_classes = torch.as_tensor(classes, dtype=torch.int64).reshape(-1)
+    image = torch.randint(0, 256, (3, *size), generator=g).float()
+    return {"image": image, "instances": instances, "height": size[0], "width": size[1]}
+
+
+def random_boxes(n, size, seed, min_size=4.0):
+    """n random XYXY boxes with float coordinates inside an image of `size` (H, W)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    wh = min_size + torch.rand(n, 2, generator=g) * (torch.tensor([w, h]) / 2)
+    xy = torch.rand(n, 2, generator=g) * (torch.tensor([w, h]) - wh)
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def detecting_model(meta_arch="LTM", *opts, device="cpu"):
+    """A tiny model, moved off its initialisation so that it detects many boxes."""
+    model = build_tiny_model("MODEL.META_ARCHITECTURE", meta_arch, *opts, seed=3, device=device)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        model.head.cls_score.bias.fill_(-1.0)
+    return model.eval()
+
+
+def run(*args, script="train_net.py", config=TINY_CONFIG, expect_success=True, timeout=600):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, script), "--config-file", config, *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )
+    assert (result.returncode == 0) == expect_success, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def load_tool(path):
+    """The module of the script at `path` (relative to the repository), to call its main() here."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

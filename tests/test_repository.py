@@ -1,0 +1,51 @@
+"""Conventions of the repository itself: how the tests are organised, what the sources cite."""
+import ast
+import glob
+import os
+import re
+
+from support import REPO
+
+
+def python_files(*folders):
+    return [p for folder in folders
+            for p in glob.glob(os.path.join(REPO, folder, "**", "*.py"), recursive=True)]
+
+
+def imported_modules(path):
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.module
+
+
+def test_no_test_module_imports_another_test_module_or_conftest():
+    offending = [(os.path.relpath(path, REPO), module)
+                 for path in python_files("tests") for module in imported_modules(path)
+                 if module.split(".")[0].startswith("test_") or module.split(".")[0] == "conftest"]
+    assert offending == [], "shared test helpers belong in tests/support/"
+
+
+def test_code_and_docs_cite_the_paper_or_the_docs_never_internal_documents():
+    # The project's internal notes are not shipped: sources cite the paper (section, equation,
+    # table) or a page under docs/.
+    internal = re.compile(r"[S]PEC\b|[Ii]ssue \d")  # [S]: this line does not match itself
+    files = python_files("ltm_d2", "tools", "tests", "bench", "demo") + [
+        os.path.join(REPO, "train_net.py"), os.path.join(REPO, "setup.py")]
+    files += glob.glob(os.path.join(REPO, "*.md")) + glob.glob(os.path.join(REPO, "docs", "*.md"))
+    files += glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+    offending = [f"{os.path.relpath(path, REPO)}:{number}: {line.strip()}"
+                 for path in files
+                 for number, line in enumerate(open(path, encoding="utf-8"), 1)
+                 if internal.search(line)]
+    assert offending == []
+
+
+def test_the_docs_name_no_folder_of_the_machines_they_were_written_on():
+    pages = glob.glob(os.path.join(REPO, "*.md")) + glob.glob(os.path.join(REPO, "docs", "*.md"))
+    offending = [f"{os.path.relpath(path, REPO)}:{number}"
+                 for path in pages for number, line in enumerate(open(path, encoding="utf-8"), 1)
+                 if re.search(r"(?<![\w.])/(work|root|home)/", line)]
+    assert offending == []
