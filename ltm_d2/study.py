@@ -24,7 +24,6 @@ from .analysis.crowdedness import CROWDEDNESS_GROUPS, ap_on_image_groups, group_
 
 logger = logging.getLogger(__name__)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_FILE = "study_result.json"
 
 # The detectors of the main table: label and the preset's config of its own recipe
@@ -154,10 +153,10 @@ def plan_study(
     return study
 
 
-def train_command(run: StudyRun, output_dir: str, resume: bool) -> List[str]:
-    """The train_net.py command line of a run."""
-    command = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file",
-               os.path.join(REPO, run.config_file)]
+def train_command(run: StudyRun, repo: str, output_dir: str, resume: bool) -> List[str]:
+    """The command line of a run: `train_net.py` and the configs of the checkout `repo`."""
+    command = [sys.executable, os.path.join(repo, "train_net.py"), "--config-file",
+               os.path.join(repo, run.config_file)]
     if resume:
         command.append("--resume")
     return command + ["OUTPUT_DIR", output_dir, *run.opts]
@@ -192,12 +191,14 @@ def _format_duration(seconds: float) -> str:
 
 class StudyRunner:
     """
-    Trains the unfinished runs of a study, `jobs` at a time (each on its share of this process's
-    CPU cores), and writes each one's `study_result.json` as it finishes.
+    Trains the unfinished runs of a study with the `train_net.py` and configs of the checkout
+    `repo`, `jobs` at a time (each on its share of this process's CPU cores), and writes each
+    one's `study_result.json` as it finishes.
     """
 
-    def __init__(self, study: Study, output_dir: str, dataset: str, jobs: int = 1):
-        self.study, self.output_dir, self.dataset, self.jobs = study, output_dir, dataset, jobs
+    def __init__(self, study: Study, repo: str, output_dir: str, dataset: str, jobs: int = 1):
+        self.study, self.repo, self.output_dir = study, repo, output_dir
+        self.dataset, self.jobs = dataset, jobs
 
     def run_dir(self, name: str) -> str:
         return os.path.join(self.output_dir, name)
@@ -222,12 +223,13 @@ class StudyRunner:
         run_dir = self.run_dir(name)
         os.makedirs(run_dir, exist_ok=True)
         resume = os.path.isfile(os.path.join(run_dir, "last_checkpoint"))
-        command = train_command(self.study.runs[name], run_dir, resume)
+        command = train_command(self.study.runs[name], self.repo, run_dir, resume)
         preexec = (lambda: os.sched_setaffinity(0, cores)) if cores else None
         with open(os.path.join(run_dir, "study_train.log"), "a") as log:
             log.write(" ".join(command) + "\n")
             log.flush()
-            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=preexec)
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.repo,
+                                    preexec_fn=preexec)
 
     def _finish(self, name: str, seconds: float) -> Dict[str, float]:
         result = run_result(self.run_dir(name), self.dataset)

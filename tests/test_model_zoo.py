@@ -78,18 +78,45 @@ def pip(*arguments):
                     "--no-deps", "--no-build-isolation"], check=True)
 
 
-def test_a_wheel_ships_every_config_where_the_model_zoo_looks(tmp_path):
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory):
+    """The folder where the wheel built from a fresh clone's sources is installed."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     source = source_tree_without_package_configs(tmp_path)
     pip("wheel", "-w", str(tmp_path / "dist"), str(source))
     wheel = glob.glob(str(tmp_path / "dist" / "*.whl"))[0]
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")  # what installing a pure-Python wheel does
-    installed = tmp_path / "site" / "ltm_d2" / "model_zoo"
+    return tmp_path / "site"
+
+
+def test_a_wheel_ships_every_config_where_the_model_zoo_looks(installed_wheel):
+    installed = installed_wheel / "ltm_d2" / "model_zoo"
     assert (installed / "model_zoo.py").is_file()
     relative = os.path.relpath(model_zoo.model_zoo.CONFIG_DIR, os.path.dirname(model_zoo.model_zoo.__file__))
     for name in repository_config_names():
         shipped = installed / relative / name
         assert shipped.is_file() and not shipped.is_symlink(), name
         assert shipped.read_bytes() == open(os.path.join(REPO, "configs", name), "rb").read()
+
+
+def test_with_a_wheel_installed_the_scripts_of_a_checkout_run_the_study_and_train(installed_wheel, tmp_path):
+    checkout = tmp_path / "checkout"  # a clone's scripts and configs, without the package itself
+    for folder in ("configs", "tools"):
+        shutil.copytree(os.path.join(REPO, folder), checkout / folder)
+    shutil.copy(os.path.join(REPO, "train_net.py"), checkout)
+    env = {**os.environ, "PYTHONPATH": str(installed_wheel),
+           "DETECTRON2_DATASETS": os.path.join(REPO, "datasets")}
+
+    def python(*arguments):
+        return subprocess.run([sys.executable, *map(str, arguments)], env=env, cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout
+
+    assert python("-c", "import ltm_d2; print(ltm_d2.__file__)").startswith(str(installed_wheel))
+    dry_run = python(checkout / "tools" / "study.py", "--dry-run", "--tables", "main")
+    assert dry_run.count(str(checkout / "train_net.py")) == 10
+    python(checkout / "train_net.py", "--config-file", checkout / "configs" / TINY,
+           "OUTPUT_DIR", tmp_path / "run")
+    assert (tmp_path / "run" / "model_final.pth").is_file()
 
 
 def test_an_editable_install_finds_every_config_of_the_source_tree(tmp_path):

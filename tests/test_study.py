@@ -96,10 +96,10 @@ def test_tables_show_unfinished_runs_as_dashes():
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     study = plan_study(PRESETS["cpu"], tables=("main",), seeds=(1,), detectors=("ltm",))
-    runner = StudyRunner(study, str(tmp_path), PRESETS["cpu"].val_dataset)
+    runner = StudyRunner(study, REPO, str(tmp_path), PRESETS["cpu"].val_dataset)
     run = study.runs["ltm_seed1"]
-    assert "--resume" not in train_command(run, runner.run_dir("ltm_seed1"), resume=False)
-    assert "--resume" in train_command(run, runner.run_dir("ltm_seed1"), resume=True)
+    assert "--resume" not in train_command(run, REPO, runner.run_dir("ltm_seed1"), resume=False)
+    assert "--resume" in train_command(run, REPO, runner.run_dir("ltm_seed1"), resume=True)
 
 
 def run_study(tmp_path, *args):

@@ -18,11 +18,12 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from detectron2.utils.logger import setup_logger
 
-from detectron2.utils.logger import setup_logger  # noqa: E402
+from ltm_d2.study import DETECTORS, PRESETS, StudyRunner, plan_study, train_command, write_report
 
-from ltm_d2.study import DETECTORS, PRESETS, REPO, StudyRunner, plan_study, train_command, write_report  # noqa: E402
+# The checkout this script is part of: its train_net.py and configs train the runs.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
@@ -60,10 +61,10 @@ def main(argv=None) -> int:
     dataset = preset.tune_dataset if args.tune else preset.val_dataset
     output_dir = args.output_dir or os.path.join("output", f"study_{args.preset}" + ("_tune" if args.tune else ""))
     study = plan_study(preset, args.tables, args.seeds, dataset, args.detectors)
-    runner = StudyRunner(study, os.path.abspath(output_dir), dataset, args.jobs)
+    runner = StudyRunner(study, REPO, os.path.abspath(output_dir), dataset, args.jobs)
     if args.dry_run:
         for name, run in study.runs.items():
-            print(" ".join(train_command(run, runner.run_dir(name), resume=False)))
+            print(" ".join(train_command(run, REPO, runner.run_dir(name), resume=False)))
         return 0
     os.makedirs(output_dir, exist_ok=True)
     logger.info(f"{len(study.runs)} runs ({0 if args.report_only else len(runner.pending())} to train) into {output_dir}, "
