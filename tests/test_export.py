@@ -72,8 +72,8 @@ def export(tmp_path, capsys, sample_image, weights, *args):
 
 def assert_checked_on_other_sizes(rows, traced=True):
     sizes = {(h, w) for h, w, *_ in rows}
-    assert len(rows) == 3 and len(sizes) == 3
-    assert [r[2] != "" for r in rows] == ([True, False, False] if traced else [False] * 3)
+    assert len(rows) == 4 and len(sizes) == 4
+    assert [r[2] != "" for r in rows] == ([True, False, False, False] if traced else [False] * 4)
     assert all(eager == exported == "50" for *_, eager, exported, _, _, _, _ in rows)
 
 

@@ -2,7 +2,7 @@
 """
 Export an LTM, LTM-AF or RetinaNet model to TorchScript or ONNX with Detectron2's export API
 (the flags of Detectron2's tools/deploy/export_model.py), then check the export against the eager
-model on the sample image and on two crops of it, whose network inputs have other sizes than the
+model on the sample image and on three crops of it, whose network inputs have other sizes than the
 traced one; prints the differences measured and exits with 1 if any is out of tolerance
 (TorchScript: bitwise equal; ONNX: boxes within 0.01 px, scores within 1e-4). Detections are
 matched one to one by class, box and score; one may stay unmatched only where NMS broke a tie of
@@ -13,7 +13,7 @@ batched NMS, which may decide IoUs within float32 rounding of the NMS threshold 
 
     python tools/export_model.py --config-file configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml \
         --export-method tracing --format onnx --output exported \
-        --sample-image datasets/ltm_shapes/ltm_shapes_small_val/images/000000.png \
+        --sample-image datasets/ltm_shapes/ltm_shapes_small_val/images/000001.jpg \
         MODEL.WEIGHTS output/demo/model_final.pth MODEL.DEVICE cpu
 
 Writes OUTPUT/model.ts (with Detectron2's dump of its code and graph) or OUTPUT/model.onnx. The
@@ -80,9 +80,10 @@ def sample_image(cfg, path):
 
 
 def other_sizes(bgr):
-    """The left 3/4 and the top 2/3 of an image: other aspect ratios, so other network input sizes."""
+    """The left 3/4, the top 2/3 and the left half of an image: three other aspect ratios, so
+    other network input sizes."""
     height, width = bgr.shape[:2]
-    return [bgr[:, : max(1, width * 3 // 4)], bgr[: max(1, height * 2 // 3)]]
+    return [bgr[:, : max(1, width * 3 // 4)], bgr[: max(1, height * 2 // 3)], bgr[:, : max(1, width // 2)]]
 
 
 def save_torchscript(module, folder):
