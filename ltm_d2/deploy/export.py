@@ -37,7 +37,9 @@ from detectron2.data import transforms as T
 from detectron2.export import STABLE_ONNX_OPSET_VERSION, TracingAdapter, scripting_with_instances
 from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, pairwise_iou
+
+from ltm_d2.evaluation.nms_recall import nms_skipped
 
 # The Instances fields of a dense detector's output, declared for scripting.
 SCRIPTING_FIELDS = {"pred_boxes": Boxes, "scores": Tensor, "pred_classes": Tensor}
@@ -165,41 +167,135 @@ def onnx_runner(adapter: TracingAdapter, path: str) -> Runner:
 
 @dataclass
 class Difference:
-    """An export's detections on one image against the eager model's."""
+    """
+    An export's detections on one image against the eager model's. Detections are matched one to
+    one (:func:`compare_detections`); a detection left without a counterpart counts as a tie when
+    NMS broke a tie of scores the other way, as unmatched otherwise.
+    """
 
     input_size: Tuple[int, int]  # (H, W) of the network input
     eager: int  # number of detections
     exported: int
-    boxes: float  # largest difference of a box coordinate, pixels (nan if the counts differ)
-    scores: float
-    same_classes: bool
+    boxes: float  # largest difference of a box coordinate over the matched pairs, pixels
+    scores: float  # largest score difference over the matched pairs
+    unmatched_eager: int
+    unmatched_exported: int
+    tied_eager: int
+    tied_exported: int
     eager_seconds: float
     exported_seconds: float
 
     def within(self, tolerance: Tolerance) -> bool:
         return (
-            self.eager == self.exported
-            and self.same_classes
+            self.unmatched_eager == self.unmatched_exported == 0
             and self.boxes <= tolerance.boxes
             and self.scores <= tolerance.scores
         )
 
 
-def in_canonical_order(instances: Instances, score_step: float = 1e-4) -> Instances:
-    """
-    Detections by decreasing score rounded to `score_step` (the ONNX score tolerance), equal
-    rounded scores by their box (x1, y1, x2, y2): top-k and NMS return detections of equal score
-    (a confident trained model saturates many at 1.0) in an order of their runtime's own, so two
-    runtimes are compared in this order.
-    """
-    boxes = instances.pred_boxes.tensor.cpu().numpy()  # (N, 4)
-    rounded = torch.round(instances.scores / score_step).cpu().numpy()  # (N,)
-    order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -rounded))
-    return instances[torch.as_tensor(order, dtype=torch.long)]
+def _greedy_pairs(cost: Tensor) -> Tuple[Tensor, Tensor]:
+    """One-to-one (row, column) pairs of a cost matrix, cheapest first; an infinite cost is no pair."""
+    cost = cost.clone()
+    rows, columns = [], []
+    while cost.numel() and bool(torch.isfinite(cost).any()):
+        row, column = divmod(int(torch.argmin(cost)), cost.shape[1])
+        rows.append(row)
+        columns.append(column)
+        cost[row, :] = float("inf")
+        cost[:, column] = float("inf")
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(columns, dtype=torch.long)
 
 
-def _largest_difference(a: Tensor, b: Tensor) -> float:
-    return float((a - b).abs().max()) if len(a) else 0.0
+def _others(indices: Tensor, taken: Tensor) -> Tensor:
+    """The entries of `indices` but those at the positions `taken`."""
+    keep = torch.ones(len(indices), dtype=torch.bool)
+    keep[taken] = False
+    return indices[keep]
+
+
+def _pairwise(a: Instances, b: Instances) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(same class, largest box coordinate difference, score difference, IoU), each (len(a), len(b))."""
+    boxes_a, boxes_b = a.pred_boxes.tensor, b.pred_boxes.tensor
+    return (
+        a.pred_classes[:, None] == b.pred_classes[None, :],
+        (boxes_a[:, None, :] - boxes_b[None, :, :]).abs().amax(dim=2),
+        (a.scores[:, None] - b.scores[None, :]).abs(),
+        pairwise_iou(a.pred_boxes, b.pred_boxes),
+    )
+
+
+@dataclass
+class Matching:
+    """The outcome of :func:`compare_detections`: index tensors into the eager and exported
+    detections."""
+
+    pairs: Tuple[Tensor, Tensor]  # (eager, exported) indices of the matched pairs
+    tied_eager: Tensor
+    tied_exported: Tensor
+    unmatched_eager: Tensor
+    unmatched_exported: Tensor
+    boxes: float  # largest box coordinate difference over the pairs, pixels (0 without pairs)
+    scores: float
+
+
+def compare_detections(
+    eager: Instances,
+    exported: Instances,
+    tolerance: Tolerance,
+    eager_candidates: Callable[[], Instances],
+) -> Matching:
+    """
+    Match an export's detections to the eager model's, one to one, in three steps (docs/deploy.md):
+
+    1. pairs of the same class whose boxes and scores agree within `tolerance`, closest boxes first;
+    2. of the rest, the detections that NMS kept from a tie broken the other way. An exported
+       detection is tied if the eager model had it as a candidate before NMS (`eager_candidates`:
+       same class, box and score within tolerance) and it overlaps (IoU > 0) a remaining eager
+       detection of the same class whose score is within the score tolerance of its own; a
+       remaining eager detection is tied if it so overlaps a tied exported detection. Equal
+       scores (a trained model saturates many at 1.0) are visited by top-k and NMS in an order of
+       each runtime's own, so either of two overlapping equal-score candidates may survive;
+    3. of the rest, pairs of the same class by decreasing IoU (IoU > 0): detections that differ.
+
+    The largest box and score differences are over the pairs of steps 1 and 3; a detection in no
+    pair and no tie is unmatched. `eager_candidates` is only called when step 1 leaves detections.
+    """
+    same_class, box_difference, score_difference, iou = _pairwise(eager, exported)
+    agree = same_class & (box_difference <= tolerance.boxes) & (score_difference <= tolerance.scores)
+    close = torch.where(agree, box_difference, torch.full_like(box_difference, float("inf")))
+    agreeing_eager, agreeing_exported = _greedy_pairs(close)
+    left_eager = _others(torch.arange(len(eager)), agreeing_eager)
+    left_exported = _others(torch.arange(len(exported)), agreeing_exported)
+    tied_eager, tied_exported = left_eager[:0], left_exported[:0]
+    if len(left_eager) or len(left_exported):
+        candidates = eager_candidates()
+        is_class, is_box, is_score, _ = _pairwise(exported[left_exported], candidates)
+        is_candidate = (is_class & (is_box <= tolerance.boxes) & (is_score <= tolerance.scores)).any(1)
+        tie = (
+            same_class[left_eager][:, left_exported]
+            & (score_difference[left_eager][:, left_exported] <= tolerance.scores)
+            & (iou[left_eager][:, left_exported] > 0)
+        )
+        exported_is_tied = is_candidate & tie.any(dim=0)
+        eager_is_tied = (tie & exported_is_tied[None, :]).any(dim=1)
+        tied_eager, tied_exported = left_eager[eager_is_tied], left_exported[exported_is_tied]
+        left_eager, left_exported = left_eager[~eager_is_tied], left_exported[~exported_is_tied]
+    overlap = same_class[left_eager][:, left_exported] & (iou[left_eager][:, left_exported] > 0)
+    cost = torch.where(overlap, -iou[left_eager][:, left_exported], torch.tensor(float("inf")))
+    differing_eager, differing_exported = _greedy_pairs(cost)
+    pairs = (
+        torch.cat([agreeing_eager, left_eager[differing_eager]]),
+        torch.cat([agreeing_exported, left_exported[differing_exported]]),
+    )
+    return Matching(
+        pairs=pairs,
+        tied_eager=tied_eager,
+        tied_exported=tied_exported,
+        unmatched_eager=_others(left_eager, differing_eager),
+        unmatched_exported=_others(left_exported, differing_exported),
+        boxes=float(box_difference[pairs].max()) if len(pairs[0]) else 0.0,
+        scores=float(score_difference[pairs].max()) if len(pairs[0]) else 0.0,
+    )
 
 
 def _timed(function, *args):
@@ -222,16 +318,21 @@ def traced_batched_nms():
 
 
 def check_export(
-    model: nn.Module, run: Runner, inputs: List[Dict], nms_as_traced: bool = False
+    model: nn.Module,
+    run: Runner,
+    inputs: List[Dict],
+    tolerance: Tolerance,
+    nms_as_traced: bool = False,
 ) -> List[Difference]:
     """
     The differences between the eager `model` (with the batched NMS of a traced graph if
     `nms_as_traced`) and an exported one on each input (a dict of :func:`network_input`); both
-    detections are at the original image size.
+    detections are at the original image size and matched by :func:`compare_detections`.
     """
     differences = []
     for item in inputs:
-        with traced_batched_nms() if nms_as_traced else contextlib.nullcontext():
+        nms = traced_batched_nms if nms_as_traced else contextlib.nullcontext
+        with nms():
             eager, eager_seconds = _timed(lambda: model([item])[0]["instances"])
         exported, exported_seconds = _timed(run, item["image"])
         # The size as Python ints, as the eager model has it: from a tensor size detector_postprocess
@@ -239,18 +340,23 @@ def check_export(
         size = tuple(int(s) for s in exported.image_size)
         exported = Instances(size, **exported.get_fields())
         exported = detector_postprocess(exported, item["height"], item["width"])
-        eager, exported = in_canonical_order(eager), in_canonical_order(exported)
-        same_count = len(eager) == len(exported)
+
+        def candidates():
+            with nms(), nms_skipped(model), torch.no_grad():
+                return model([item])[0]["instances"]
+
+        matching = compare_detections(eager, exported, tolerance, candidates)
         differences.append(
             Difference(
                 input_size=tuple(item["image"].shape[1:]),
                 eager=len(eager),
                 exported=len(exported),
-                boxes=_largest_difference(eager.pred_boxes.tensor, exported.pred_boxes.tensor)
-                if same_count
-                else float("nan"),
-                scores=_largest_difference(eager.scores, exported.scores) if same_count else float("nan"),
-                same_classes=same_count and torch.equal(eager.pred_classes, exported.pred_classes),
+                boxes=matching.boxes,
+                scores=matching.scores,
+                unmatched_eager=len(matching.unmatched_eager),
+                unmatched_exported=len(matching.unmatched_exported),
+                tied_eager=len(matching.tied_eager),
+                tied_exported=len(matching.tied_exported),
                 eager_seconds=eager_seconds,
                 exported_seconds=exported_seconds,
             )
