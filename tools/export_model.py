@@ -47,6 +47,7 @@ from ltm_d2.deploy.export import (
     scripted_runner,
     traced_runner,
 )
+from ltm_d2.errors import run_main
 
 
 def get_parser():
@@ -152,4 +153,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from ltm_d2.study import DETECTORS, PRESETS, REPO, StudyRunner, plan_study, train_command, write_report  # noqa: E402
+from ltm_d2.errors import run_main  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -86,4 +87,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))
