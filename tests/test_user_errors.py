@@ -120,7 +120,8 @@ def test_a_flag_after_the_overrides(train_net, capsys, monkeypatch, tmp_path):
 def test_demo_and_tools_end_on_a_user_error_with_its_message(capsys, monkeypatch, tmp_path, script):
     module = load_script(os.path.join(REPO, script))
     config = write(tmp_path, "key.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  LTM:\n    BAG_SIZ: 3\n')
-    argv = ["--config-file", config, "--weights", "model.pth", "--output", str(tmp_path)]
+    weights = write(tmp_path, "model.pth", "")
+    argv = ["--config-file", config, "--weights", weights, "--output", str(tmp_path)]
     argv += ["--input", TINY_CONFIG] if script == "demo/demo.py" else []
     monkeypatch.setattr(sys, "argv", [script, *argv])
     with pytest.raises(SystemExit) as exit_info:
