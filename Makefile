@@ -7,7 +7,7 @@ TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
 DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml
 DEMO_OUTPUT ?= output/demo
 
-.PHONY: setup test demo bench study lint gpu-check gpu-wheels clean-venv
+.PHONY: setup test fuzz demo bench study lint gpu-check gpu-wheels clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): setup.py tools/install_detectron2.sh Makefile
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# The loss fuzzing campaign (bench/fuzz.py; not in `make test`, which runs a fixed subset): 10,000
+# random cases over every matching mode, S-of-K bags and bfloat16 autocast. FUZZ_ARGS="--cases N".
+fuzz: setup
+	$(PY) bench/fuzz.py $(FUZZ_ARGS)
 
 # Loss, training step and inference against RetinaNet (bench/; not tests). BENCH_QUICK=1: fewer runs.
 bench: setup

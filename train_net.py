@@ -12,13 +12,16 @@ import os
 
 import torch
 
-from detectron2.engine import default_argument_parser, default_setup, hooks, launch
+from detectron2.engine import default_argument_parser, default_setup, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.engine import Trainer
+from ltm_d2.engine.launch import DEFAULT_JOIN_TIMEOUT, launch
+from ltm_d2.preflight import check_run
+from ltm_d2.errors import run_main
 
 
 def setup(args):
@@ -55,9 +58,20 @@ def main(args):
     return trainer.train()
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    print("Command Line Args:", args)
+def argument_parser():
+    """Detectron2's arguments, and --join-timeout."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--join-timeout", type=float, default=DEFAULT_JOIN_TIMEOUT, metavar="SECONDS",
+        help="with --num-machines > 1: how long to wait for every machine to join (default: "
+        "%(default)g); a machine missing then ends the run with a message naming it",
+    )
+    return parser
+
+
+def start(args):
+    """The checks that need no model, on this machine, then the workers."""
+    check_run(load_config(args.config_file, args.opts), not args.eval_only, args.resume)
     launch(
         main,
         args.num_gpus,
@@ -65,4 +79,11 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        join_timeout=args.join_timeout,
     )
+
+
+if __name__ == "__main__":
+    args = argument_parser().parse_args()
+    print("Command Line Args:", args)
+    run_main(start, args)

@@ -40,6 +40,7 @@ from ltm_d2.visualization import (
     with_title,
     write_rgb,
 )
+from ltm_d2.errors import run_main
 
 
 def get_parser():
@@ -160,4 +161,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

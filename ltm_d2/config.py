@@ -1,12 +1,16 @@
 """Config keys of the ltm_d2 project (paper §3, §4.1), and loading a config file with them."""
+import os
+import re
 from typing import Sequence
 
 import torch
+import yaml
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .data.user_datasets import register_config_datasets
+from .errors import UserError
 
 MATCHING_MODES = ("ltm", "freeanchor", "topk")
 
@@ -77,11 +81,71 @@ def load_config(config_file: str, opts: Sequence = ()) -> CN:
     machine without a GPU runs on the CPU. The user's datasets it names as "format:path" are
     registered, and the class names and count set from them.
     """
+    flags = [o for o in opts if isinstance(o, str) and o.startswith("--")]
+    if flags:
+        raise UserError(
+            f"{flags[0]} comes after the KEY VALUE overrides, where it would be read as a config "
+            "key: put every --flag before the overrides."
+        )
     cfg = get_cfg()
     add_ltm_config(cfg)
-    cfg.merge_from_file(config_file, allow_unsafe=False)
-    cfg.merge_from_list(list(opts))
+    try:
+        cfg.merge_from_file(config_file, allow_unsafe=False)
+    except OSError as e:
+        named = e.filename or config_file
+        if os.path.abspath(named) == os.path.abspath(config_file):
+            raise UserError(f"{config_file}: cannot read the config file ({e.strerror}).") from e
+        raise UserError(
+            f"{named}: no such file, named by _BASE_ in {config_file} (or in a file it inherits "
+            "from): fix the _BASE_ path, relative to the file that holds it."
+        ) from e
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e)
+        raise UserError(
+            f"{_yaml_place(e, config_file)}: not a valid config file: {problem}. Fix the YAML "
+            "there (only plain YAML is read: no Python tags)."
+        ) from e
+    except KeyError as e:
+        key = _unknown_key(e)
+        raise UserError(
+            f"{_key_place(config_file, key)}: unknown config key {key}: check its spelling "
+            "(Detectron2's keys, and ltm_d2/config.py for MODEL.LTM)."
+        ) from e
+    except (ValueError, AssertionError) as e:  # a value of the wrong type
+        raise UserError(f"{config_file}: {e}") from e
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as e:  # unknown key, odd list, wrong type
+        if "Non-existent" not in str(e):
+            raise UserError(f"command line overrides: {e}") from e
+        raise UserError(
+            f"command line override {_unknown_key(e)}: unknown config key: check its spelling."
+        ) from e
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     register_config_datasets(cfg)
     return cfg
+
+
+def _unknown_key(error: Exception) -> str:
+    """The key of yacs' "Non-existent (config) key: KEY" error."""
+    return str(error.args[0] if error.args else error).rsplit(": ", 1)[-1]
+
+
+def _key_place(config_file: str, key: str) -> str:
+    """"FILE:LINE" of the line of `config_file` that sets the last part of `key`, or "FILE"."""
+    name = re.escape(key.rsplit(".", 1)[-1])
+    try:
+        with open(config_file) as f:
+            lines = [i for i, line in enumerate(f, 1) if re.match(rf"\s*{name}\s*:", line)]
+    except OSError:
+        lines = []
+    return f"{config_file}:{lines[0]}" if len(lines) == 1 else config_file
+
+
+def _yaml_place(error: yaml.YAMLError, config_file: str) -> str:
+    """"FILE:LINE:COLUMN" of a YAML error, from its mark where it has one."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return config_file
+    return f"{mark.name or config_file}:{mark.line + 1}:{mark.column + 1}"

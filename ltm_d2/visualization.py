@@ -15,6 +15,7 @@ from detectron2.utils.visualizer import Visualizer
 
 from .checkpoint import SafeCheckpointer
 from .modeling.tiled_inference import tiled_predictor
+from .preflight import check_weights_file
 
 # Small images are drawn enlarged to this longer side, so that labels stay legible.
 MIN_DRAWN_SIZE = 512
@@ -29,6 +30,7 @@ def safe_predictor(cfg: CfgNode) -> DefaultPredictor:
     larger than a tile are detected tile by tile (:func:`tiled_predictor`).
     """
     weights = cfg.MODEL.WEIGHTS
+    check_weights_file(weights)
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""

@@ -132,7 +132,8 @@ def reference_loss(model, batched_inputs):
             suppression[n, :, c] = torch.max(suppression[n, :, c], s)
         x = p * (1 - suppression)
         background = (x**gamma * -torch.log(1 - x)).sum()
-        return alpha * positive / num_objects + (1 - alpha) * background / max(1, num_objects * model.bag_size)
+        num_members = max(1, sum(len(bag) for *_, bag in objects))  # |B| K with full bags
+        return alpha * positive / num_objects + (1 - alpha) * background / num_members
 
     # "ltm": P_{j,c} is the best relative localisation quality of anchor j among bags of class c.
     best = {}

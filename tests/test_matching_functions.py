@@ -1,8 +1,11 @@
-"""Properties of the mean-max matching functions M+ (Eq. 10) and M- (Eq. 25)."""
+"""Properties of the mean-max matching functions M+ (Eq. 10) and M- (Eq. 25), and of the
+normalisers of the losses built on them."""
 import pytest
 import torch
 
-from ltm_d2.modeling.matching import mean_max, neg_log, negative_mean_max
+from ltm_d2.modeling.matching import (
+    background_focal_loss, freeanchor_losses, mean_max, neg_log, negative_mean_max,
+)
 
 
 @pytest.mark.parametrize("phi", [0.0, 1e-6, 0.3, 0.9, 0.999])
@@ -72,3 +75,17 @@ def test_neg_log_is_capped_at_100_like_binary_cross_entropy():
     x = torch.tensor([0.0, 1e-50, 0.5], dtype=torch.float64)
     expected = torch.nn.functional.binary_cross_entropy(x, torch.ones_like(x), reduction="none")
     torch.testing.assert_close(neg_log(x), expected)
+
+
+# Full bags of K = 5 members, S-of-K bags of 2, and no object at all.
+@pytest.mark.parametrize("bag_shape", [(3, 5), (3, 2), (0, 5)])
+def test_freeanchor_background_is_normalised_by_the_number_of_bag_members(bag_shape):
+    g = torch.Generator().manual_seed(0)
+    logits, suppression = torch.randn(20, 4, generator=g), torch.rand(20, 4, generator=g)
+    bags = torch.randint(0, 20, bag_shape, generator=g)
+    classes = torch.randint(0, 4, bag_shape[:1], generator=g)
+    losses = freeanchor_losses(
+        logits, bags, classes, torch.rand(bag_shape, generator=g), suppression, alpha=0.3, gamma=2.0
+    )
+    total = background_focal_loss(logits, 2.0, suppression).sum()
+    torch.testing.assert_close(losses["loss_background"], 0.7 * total / max(1, bags.numel()))

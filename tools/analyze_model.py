@@ -22,6 +22,7 @@ from detectron2.modeling import build_model
 
 from ltm_d2 import load_config
 from ltm_d2.deploy.model_analysis import model_cost
+from ltm_d2.errors import run_main
 
 
 def get_parser():
@@ -60,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

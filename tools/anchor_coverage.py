@@ -23,6 +23,7 @@ from ltm_d2.analysis.anchor_coverage import (
     input_objects,
     retinanet_matcher,
 )
+from ltm_d2.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -49,4 +50,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

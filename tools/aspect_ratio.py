@@ -21,6 +21,7 @@ from ltm_d2.analysis.aspect_ratio import (
 )
 from ltm_d2.evaluation.coco_ap import evaluate_boxes, per_category_ap
 from ltm_d2.analysis.comparison import comparison_argument_parser, start_comparison
+from ltm_d2.errors import run_main
 
 
 def main(argv=None):
@@ -52,4 +53,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

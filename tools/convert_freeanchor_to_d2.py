@@ -16,6 +16,7 @@ import sys
 import torch
 
 from ltm_d2.checkpoint import CheckpointFileError, convert_freeanchor_state_dict, load_state_dict_file
+from ltm_d2.errors import run_main
 
 
 def parse_args(argv=None):
@@ -41,4 +42,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,6 +15,7 @@ import sys
 
 from ltm_d2 import load_config
 from ltm_d2.deploy import NoPlainRetinaNetError, plain_retinanet_yaml
+from ltm_d2.errors import run_main
 
 
 def get_parser():
@@ -43,4 +44,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

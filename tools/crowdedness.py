@@ -20,6 +20,7 @@ from ltm_d2.analysis.crowdedness import (
     images_by_object_count,
     plot_ap_by_object_count,
 )
+from ltm_d2.errors import run_main
 
 
 def main(argv=None):
@@ -51,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

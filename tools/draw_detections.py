@@ -24,6 +24,7 @@ from ltm_d2.visualization import (
     side_by_side,
     write_rgb,
 )
+from ltm_d2.errors import run_main
 
 
 def parse_args(argv=None):
@@ -62,4 +63,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -49,6 +49,7 @@ from ltm_d2.deploy.export import (
     scripted_runner,
     traced_runner,
 )
+from ltm_d2.errors import run_main
 
 
 def get_parser():
@@ -158,4 +159,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

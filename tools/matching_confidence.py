@@ -27,6 +27,7 @@ from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.data.user_datasets import ensure_registered
 from ltm_d2.analysis.matching_confidence import bag_confidence, network_input, plot_matching_confidence
+from ltm_d2.errors import run_main
 
 
 def get_parser():
@@ -91,4 +92,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     with torch.no_grad():
-        main()
+        run_main(main)

@@ -26,6 +26,7 @@ from ltm_d2 import load_config
 from ltm_d2.checkpoint import CheckpointFileError, load_state_dict_file
 from ltm_d2.deploy import NoPlainRetinaNetError, plain_retinanet_yaml
 from ltm_d2.model_zoo import sha256_of
+from ltm_d2.errors import run_main
 
 
 def parse_args(argv=None):
@@ -128,4 +129,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

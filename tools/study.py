@@ -20,6 +20,7 @@ import time
 
 from detectron2.utils.logger import setup_logger
 
+from ltm_d2.errors import run_main
 from ltm_d2.study import DETECTORS, PRESETS, StudyRunner, plan_study, train_command, write_report
 
 # The checkout this script is part of: its train_net.py and configs train the runs.
@@ -87,4 +88,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

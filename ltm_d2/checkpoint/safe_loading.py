@@ -11,6 +11,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from ..errors import UserError
+
 # The globals a model-zoo .pkl refers to: numpy arrays and scalars (numpy 1.x and 2.x module
 # names; _frombuffer for pickle protocol 5), OrderedDict, and _codecs.encode, with which pickle
 # protocol 2 writes bytes. Everything else in such a file is a plain pickle opcode.
@@ -30,7 +32,7 @@ ALLOWED_PICKLE_GLOBALS = frozenset(
 )
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
     """A checkpoint file asked to build an object that a checkpoint does not need."""
 
 

@@ -4,10 +4,11 @@ from typing import Dict
 
 import torch
 
+from ..errors import UserError
 from .safe_loading import load_torch_safely
 
 
-class CheckpointFileError(ValueError):
+class CheckpointFileError(UserError, ValueError):
     """A checkpoint file is missing or holds no model state dict."""
 
 

@@ -67,16 +67,11 @@ class TrainLoader:
             )
 
 
-def build_checked_train_loader(cfg) -> TrainLoader:
+def check_training_datasets(cfg) -> None:
     """
-    Check the annotation files of cfg.DATASETS.TRAIN (:func:`validate_training_datasets`) and the
-    classes of a user's test datasets (errors before any training), with INPUT.TILING.SIZE > 0
-    cut images larger than a tile into tiles (:func:`tile_records`;
-    DATALOADER.FILTER_EMPTY_ANNOTATIONS then drops the tiles without objects), then build
-    Detectron2's training loader with a mapper that skips and
-    counts the images it cannot read (:class:`SkippingDatasetMapper`), a ResumableTrainingSampler
-    in place of its TrainingSampler (same seed), and the DataLoader's own generator seeded from
-    cfg.SEED (when set), so that creating the loader draws nothing from torch's global generator.
+    Check the annotation files of cfg.DATASETS.TRAIN (:func:`validate_training_datasets`; the
+    bundled dataset is generated first) and the classes of a user's test datasets: a DatasetError
+    names what is wrong.
     """
     if not cfg.DATASETS.TRAIN:
         raise DatasetError(
@@ -90,6 +85,20 @@ def build_checked_train_loader(cfg) -> TrainLoader:
     for name in cfg.DATASETS.TEST:
         if is_dataset_spec(name):
             DatasetCatalog.get(name)  # its classes are checked now, not after training
+
+
+def build_checked_train_loader(cfg) -> TrainLoader:
+    """
+    Check the annotation files of cfg.DATASETS.TRAIN (:func:`validate_training_datasets`) and the
+    classes of a user's test datasets (errors before any training), with INPUT.TILING.SIZE > 0
+    cut images larger than a tile into tiles (:func:`tile_records`;
+    DATALOADER.FILTER_EMPTY_ANNOTATIONS then drops the tiles without objects), then build
+    Detectron2's training loader with a mapper that skips and
+    counts the images it cannot read (:class:`SkippingDatasetMapper`), a ResumableTrainingSampler
+    in place of its TrainingSampler (same seed), and the DataLoader's own generator seeded from
+    cfg.SEED (when set), so that creating the loader draws nothing from torch's global generator.
+    """
+    check_training_datasets(cfg)
     filter_empty = cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=filter_empty)
     tiling = cfg.INPUT.TILING

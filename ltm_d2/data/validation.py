@@ -24,13 +24,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.utils.file_io import PathManager
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # At most this many problems are spelled out in one error; the rest are counted.
 MAX_LISTED_PROBLEMS = 20
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that must not be trained on; the message lists what is wrong with it."""
 
 

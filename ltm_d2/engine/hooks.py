@@ -4,11 +4,12 @@ import logging
 from detectron2.engine import HookBase
 
 from ..data.mapper import SkippedImages
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
-class TooManyBadImagesError(RuntimeError):
+class TooManyBadImagesError(UserError, RuntimeError):
     """More of the training images could not be read than DATALOADER.MAX_BAD_IMAGE_FRACTION."""
 
 

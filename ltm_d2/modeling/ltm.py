@@ -20,6 +20,15 @@ from .matching import freeanchor_losses, freeanchor_suppression, ltm_losses
 MIN_BOX_SIZE = 1e-5
 
 
+def objects_to_match(gt_instances: Instances) -> Instances:
+    """
+    The objects of one image that take part in training, in every matching mode: those whose box
+    is wider and higher than MIN_BOX_SIZE. An empty or degenerate box has no finite regression
+    target (log of a zero width), so it is dropped here, as Detectron2's mapper drops it.
+    """
+    return gt_instances[gt_instances.gt_boxes.nonempty(threshold=MIN_BOX_SIZE)]
+
+
 def member_targets(gt_boxes: Boxes, bags: Tensor) -> Tensor:
     """(I*K, 4) the box of its object for every member of the (I, K) bags."""
     num_objects, bag_size = bags.shape
@@ -97,6 +106,24 @@ class LTM(RetinaNet):
             predictions, [self.num_classes, 4]
         )
         anchors = self.anchor_generator(features)
+        return self.dense_losses(anchors, pred_logits, pred_anchor_deltas, gt_instances)
+
+    def dense_losses(
+        self,
+        anchors: List[Boxes],
+        pred_logits: List[Tensor],
+        pred_anchor_deltas: List[Tensor],
+        gt_instances: List[Instances],
+    ) -> Dict[str, Tensor]:
+        """
+        The training losses from the dense predictions of every level.
+
+        Args:
+            anchors: the anchors of each level.
+            pred_logits: (N, J_l, C) logits of each level; pred_anchor_deltas: (N, J_l, 4).
+        Returns:
+            RetinaNet's loss dict ("topk"), or that of :meth:`matching_losses`.
+        """
         if self.matching == "topk":
             gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
             return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
@@ -148,7 +175,7 @@ class LTM(RetinaNet):
         # "freeanchor": (J, C) background suppression. Neither carries a gradient.
         bags, classes, loc_likelihood, quality = [], [], [], []
         for n, gt in enumerate(gt_instances):
-            gt = gt[gt.gt_boxes.nonempty(threshold=MIN_BOX_SIZE)]
+            gt = objects_to_match(gt)
             bags_n, _ = self.build_bags(anchors, gt)
             loc_likelihood.append(
                 self.localisation_likelihood(anchors, deltas[n], bags_n, gt.gt_boxes)
@@ -178,7 +205,6 @@ class LTM(RetinaNet):
             quality,
             self.match_alpha,
             self.match_gamma,
-            self.bag_size,
         )
 
     def member_boxes(self, anchors: Boxes, deltas: Tensor, bags: Tensor) -> Tensor:
@@ -204,6 +230,7 @@ class LTM(RetinaNet):
         anchors = Boxes.cat(anchors)
         gt_labels, matched_gt_boxes = [], []
         for gt in gt_instances:
+            gt = objects_to_match(gt)
             bags, member_iou = self.build_bags(anchors, gt)  # (I, K), (I, K)
             # IoU inside bags, -1 for "in no bag of this object".
             bag_iou = member_iou.new_full((len(gt), len(anchors)), -1.0)

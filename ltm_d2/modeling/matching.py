@@ -293,24 +293,24 @@ def freeanchor_losses(
     suppression: Tensor,
     alpha: float,
     gamma: float,
-    bag_size: int,
 ) -> Dict[str, Tensor]:
     """
     The LTM(M+) = FreeAnchor loss: alpha * sum_i -log M+(phi_i) / |B| plus
-    (1 - alpha) * sum_{j,c} FL(p_jc (1 - S_jc)) / (|B| K).
+    (1 - alpha) * sum_{j,c} FL(p_jc (1 - S_jc)) / sum_i |A_i|, the background normalised by the
+    number of bag members (|B| K with full bags; |B| S with S-of-K bags; fewer where an image has
+    fewer than K anchors), as the number of positive anchors normalises RetinaNet's focal loss.
 
     Args:
         logits, bags, bag_classes, loc_likelihood: as in :func:`ltm_losses`.
         suppression: (M, C) S of :func:`freeanchor_suppression` for every anchor of the batch.
-        bag_size: K of the normaliser.
     Returns:
         dict with "loss_match_pos", "loss_background".
     """
     _, phi = _positive_likelihood(logits, bags, bag_classes, loc_likelihood)
-    counts = torch.tensor([len(bags)], dtype=torch.float32, device=logits.device)
-    num_objects = average_over_workers(counts).item()
+    counts = torch.tensor([len(bags), bags.numel()], dtype=torch.float32, device=logits.device)
+    num_objects, num_members = average_over_workers(counts).clamp(min=1).tolist()
     background = background_focal_loss_sum(logits, gamma, suppression)
     return {
-        "loss_match_pos": alpha * neg_log(mean_max(phi)).sum() / max(1.0, num_objects),
-        "loss_background": (1 - alpha) * background / max(1.0, num_objects * bag_size),
+        "loss_match_pos": alpha * neg_log(mean_max(phi)).sum() / num_objects,
+        "loss_background": (1 - alpha) * background / num_members,
     }

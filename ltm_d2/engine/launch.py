@@ -1,0 +1,147 @@
+"""
+Starting the workers of a run, on one machine or several: Detectron2's `launch`, with a wait for
+the other machines that is announced, bounded (`join_timeout`) and ends with a message naming the
+address and the ranks that did not join. User errors in a worker end the run with their message
+(ltm_d2/errors.py).
+"""
+import sys
+import time
+from datetime import timedelta
+from urllib.parse import urlparse
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from detectron2.engine import launch as detectron2_launch
+from detectron2.engine.launch import DEFAULT_TIMEOUT, _find_free_port
+from detectron2.utils import comm
+
+from ..errors import USER_ERROR_EXIT, UserError, report_and_exit, run_main
+
+# Seconds a worker waits for every worker of every machine to join, unless told otherwise.
+DEFAULT_JOIN_TIMEOUT = DEFAULT_TIMEOUT.total_seconds()
+JOINED = "ltm_d2/joined"  # store key: the number of workers that joined
+POLL_SECONDS = 0.2
+
+
+class JoinError(UserError):
+    """Not every machine of the run joined within the join timeout."""
+
+
+def launch(
+    main_func,
+    num_workers_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str = "auto",
+    args=(),
+    join_timeout: float = DEFAULT_JOIN_TIMEOUT,
+):
+    """
+    Run `main_func(*args)` in `num_workers_per_machine` processes on each of `num_machines`
+    machines (GPUs, or CPU workers with gloo), as :func:`detectron2.engine.launch` does. With a
+    tcp:// `dist_url` (or "auto" on one machine), the workers first meet at that address: the
+    first worker of each machine says once what it waits for, and if some worker has not joined
+    after `join_timeout` seconds, every machine ends with a message naming the address and the
+    missing ranks (a :class:`JoinError`, exit status 2). Other URLs (file://, env://) are passed
+    to Detectron2 unchanged, with `join_timeout` as its timeout.
+    """
+    world_size = num_machines * num_workers_per_machine
+    if world_size == 1:
+        return main_func(*args)
+    if dist_url == "auto":
+        if num_machines > 1:
+            raise UserError("--dist-url auto works on one machine only: give tcp://HOST:PORT")
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    if not dist_url.startswith("tcp://"):
+        return detectron2_launch(
+            main_func, num_workers_per_machine, num_machines, machine_rank, dist_url, args,
+            timedelta(seconds=join_timeout),
+        )
+    layout = (world_size, num_workers_per_machine, num_machines, machine_rank)
+    try:
+        mp.start_processes(
+            _worker, nprocs=num_workers_per_machine,
+            args=(main_func, layout, dist_url, args, join_timeout), daemon=False,
+        )
+    except mp.ProcessExitedException as e:
+        if e.exit_code != USER_ERROR_EXIT:
+            raise
+        sys.exit(USER_ERROR_EXIT)  # the worker printed its message
+
+
+def _worker(local_rank, main_func, layout, dist_url, args, join_timeout):
+    world_size, per_machine, num_machines, machine_rank = layout
+    rank = machine_rank * per_machine + local_rank
+    try:
+        store = join(dist_url, rank, layout, join_timeout)
+    except JoinError as e:
+        if local_rank == 0:  # one message per machine
+            report_and_exit(e)
+        sys.exit(USER_ERROR_EXIT)
+    has_gpu = torch.cuda.is_available()
+    dist.init_process_group(
+        "nccl" if has_gpu else "gloo", store=store, rank=rank, world_size=world_size,
+        timeout=DEFAULT_TIMEOUT,
+    )
+    comm.create_local_process_group(per_machine)
+    if has_gpu:
+        torch.cuda.set_device(local_rank)
+    comm.synchronize()
+    run_main(main_func, *args)
+
+
+def join(dist_url: str, rank: int, layout, join_timeout: float) -> dist.TCPStore:
+    """
+    Meet every other worker at the TCPStore of `dist_url` (served by rank 0), waiting at most
+    `join_timeout` seconds. Returns the store, for the process group, once all have joined;
+    raises :class:`JoinError` otherwise.
+    """
+    world_size, per_machine, num_machines, machine_rank = layout
+    address = urlparse(dist_url)
+    first_of_machine = rank == machine_rank * per_machine
+    if first_of_machine and num_machines > 1:
+        what = (
+            f"{num_machines} machines ({world_size} workers) to join at {dist_url}"
+            if machine_rank == 0
+            else f"machine 0 at {dist_url} and the other machines"
+        )
+        print(
+            f"Machine {machine_rank} of {num_machines}: waiting up to {join_timeout:g} s for "
+            f"{what} (--join-timeout).",
+            flush=True,
+        )
+    deadline = time.monotonic() + join_timeout
+    try:
+        store = dist.TCPStore(
+            address.hostname, address.port, world_size, is_master=rank == 0,
+            timeout=timedelta(seconds=join_timeout), wait_for_workers=False,
+        )
+        store.set(f"{JOINED}/{rank}", "")
+        joined = store.add(JOINED, 1)
+        while joined < world_size and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+            joined = store.add(JOINED, 0)
+    except (RuntimeError, dist.DistError) as e:  # rank 0 unreachable, or gone after its timeout
+        raise JoinError(
+            f"machine {machine_rank} could not reach machine 0 at {dist_url} within "
+            f"{join_timeout:g} s ({e}). Start machine 0 (--machine-rank 0) with this --dist-url, "
+            "check the address and that the port is open, or raise --join-timeout."
+        ) from e
+    if joined < world_size:
+        raise JoinError(_missing_message(store, dist_url, layout, joined, join_timeout))
+    store.set_timeout(DEFAULT_TIMEOUT)
+    return store
+
+
+def _missing_message(store, dist_url: str, layout, joined: int, join_timeout: float) -> str:
+    world_size, per_machine, num_machines, _ = layout
+    missing = [r for r in range(world_size) if not store.check([f"{JOINED}/{r}"])]
+    machines = sorted({r // per_machine for r in missing})
+    return (
+        f"{world_size - joined} of the {world_size} workers did not join at {dist_url} within "
+        f"{join_timeout:g} s: ranks {', '.join(map(str, missing))} (machine "
+        f"{', '.join(map(str, machines))} of {num_machines}). Start each machine with its "
+        "--machine-rank, the same --num-machines and --dist-url, or raise --join-timeout."
+    )

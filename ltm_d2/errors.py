@@ -1,0 +1,39 @@
+"""
+Errors a user causes and can fix (a config, a file, a dataset, a command line) and how the
+programs end on them: with a short message and exit status 2, without a traceback, which
+LTM_D2_DEBUG=1 shows again. Every other exception is a bug and keeps its traceback.
+"""
+import os
+import sys
+from typing import Callable
+
+# Exit status of a program ended by a UserError (as argparse exits on a bad command line).
+USER_ERROR_EXIT = 2
+DEBUG_VARIABLE = "LTM_D2_DEBUG"
+
+
+class UserError(Exception):
+    """An error in what the user gave the program; its message says what, where and what to do."""
+
+
+def debugging() -> bool:
+    """Whether LTM_D2_DEBUG asks for the tracebacks of user errors too."""
+    return os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0")
+
+
+def report_and_exit(error: UserError) -> None:
+    """Print `error` as a message alone and exit with USER_ERROR_EXIT."""
+    hint = f"(traceback: run again with {DEBUG_VARIABLE}=1)"
+    print(f"Error: {error}\n{hint}", file=sys.stderr, flush=True)
+    sys.exit(USER_ERROR_EXIT)
+
+
+def run_main(main: Callable, *args):
+    """`main(*args)`; a UserError ends the program with its message (:func:`report_and_exit`),
+    or, with LTM_D2_DEBUG=1, with its traceback."""
+    try:
+        return main(*args)
+    except UserError as e:
+        if debugging():
+            raise
+        report_and_exit(e)

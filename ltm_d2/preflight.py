@@ -1,0 +1,43 @@
+"""Checks of a run's files that need no model, made before any model is built."""
+import os
+import tempfile
+
+from .data.build import check_training_datasets
+from .errors import UserError
+
+
+def check_weights_file(weights: str) -> None:
+    """MODEL.WEIGHTS, when it is a local path, names a file (URLs and model-zoo names are fetched
+    later; "" starts from scratch)."""
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        raise UserError(
+            f"MODEL.WEIGHTS {weights}: no such file. Give the path of a checkpoint (e.g. "
+            "OUTPUT_DIR/model_final.pth of a finished run), or MODEL.WEIGHTS \"\" to start from "
+            "scratch."
+        )
+
+
+def check_output_dir(output_dir: str) -> None:
+    """OUTPUT_DIR exists or can be made, and a file can be written in it."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"OUTPUT_DIR {output_dir}: cannot write there ({e.strerror}). Give a folder you may "
+            "write to: ... OUTPUT_DIR path/to/folder."
+        ) from e
+
+
+def check_run(cfg, training: bool, resume: bool = False) -> None:
+    """
+    The checks of a training or evaluation run of `cfg`: the output folder, the weights (not read
+    when --resume finds a checkpoint in OUTPUT_DIR to continue from) and, for training, the
+    training datasets (:func:`check_training_datasets`).
+    """
+    check_output_dir(cfg.OUTPUT_DIR)
+    if not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
+        check_weights_file(cfg.MODEL.WEIGHTS)
+    if training:
+        check_training_datasets(cfg)
