@@ -20,8 +20,8 @@ from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.engine import Trainer
 from ltm_d2.engine.launch import DEFAULT_JOIN_TIMEOUT, launch
-from ltm_d2.preflight import check_run
 from ltm_d2.errors import run_main
+from ltm_d2.preflight import check_run
 
 
 def setup(args):

@@ -25,6 +25,7 @@ from detectron2.utils.events import EventStorage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import DEVICE, describe_device, write_json  # noqa: E402
+
 from ltm_d2 import load_config  # noqa: E402
 from ltm_d2.engine import Trainer  # noqa: E402
 

@@ -24,13 +24,13 @@ from detectron2.utils.events import EventStorage
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import (  # noqa: E402
     DEVICE,
-    Timing,
     describe_device,
     interleaved_times,
     peak_memory,
     print_table,
     write_json,
 )
+
 from ltm_d2 import load_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -32,6 +32,7 @@ from detectron2.data import Metadata, MetadataCatalog
 from detectron2.utils.video_visualizer import VideoVisualizer
 
 from ltm_d2 import load_config
+from ltm_d2.errors import run_main
 from ltm_d2.visualization import (
     confident_detections,
     draw_detections,
@@ -40,7 +41,6 @@ from ltm_d2.visualization import (
     with_title,
     write_rgb,
 )
-from ltm_d2.errors import run_main
 
 
 def get_parser():

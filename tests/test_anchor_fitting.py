@@ -117,6 +117,7 @@ def test_the_command_refuses_an_anchor_free_detector():
 
 def test_objects_of_big_images_are_measured_in_their_tiles_when_tiling_is_on():
     from detectron2.structures import BoxMode
+
     from ltm_d2.analysis.anchor_coverage import input_objects
 
     record = {"file_name": "big.png", "image_id": 0, "height": 512, "width": 512,

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from ltm_d2.analysis.aspect_ratio import category_aspect_ratios, fit_line
-from ltm_d2.evaluation.coco_ap import coco_ground_truth, evaluate_boxes, load_detections, per_category_ap
+from ltm_d2.evaluation.coco_ap import (
+    coco_ground_truth,
+    evaluate_boxes,
+    load_detections,
+    per_category_ap,
+)
 
 from support import load_tool
 from support.hand_made import perfect_detections, register_coco_dataset, write_detections

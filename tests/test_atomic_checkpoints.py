@@ -7,8 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from ltm_d2.checkpoint import SafeCheckpointer, write_atomically
-from ltm_d2.checkpoint import safe_checkpointer
+from ltm_d2.checkpoint import SafeCheckpointer, safe_checkpointer, write_atomically
 
 from support import REPO
 

@@ -5,7 +5,6 @@ import torch
 
 from detectron2.structures import Boxes
 
-from ltm_d2.evaluation.coco_ap import coco_ground_truth
 from ltm_d2.analysis.crowdedness import (
     ap_on_image_groups,
     crowdedness_group,
@@ -14,6 +13,7 @@ from ltm_d2.analysis.crowdedness import (
     object_crowdedness,
     relative_improvement,
 )
+from ltm_d2.evaluation.coco_ap import coco_ground_truth
 
 from support import load_tool
 from support.hand_made import perfect_detections, register_coco_dataset, write_detections, xywh

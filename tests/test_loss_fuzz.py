@@ -17,12 +17,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ltm_d2.loss_fuzzing import (
-    BOX_KINDS, LOGIT_KINDS, NUM_CLASSES, SIZE, BatchCase, ImageCase, anchors_of, check_case,
+    BOX_KINDS,
+    LOGIT_KINDS,
+    NUM_CLASSES,
+    SIZE,
+    BatchCase,
+    ImageCase,
+    anchors_of,
+    check_case,
     logits_and_deltas,
 )
 from ltm_d2.modeling.matching import neg_log
 
-from support import MATCHING_MODES, VARIANTS, build_tiny_model, make_input
+from support import VARIANTS, build_tiny_model, make_input
 
 MODES = list(VARIANTS)
 

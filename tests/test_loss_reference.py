@@ -67,8 +67,8 @@ def decode_point(anchor, delta):
     """LTM-AF: a point's box from its ReLU'd, stride-normalised distances l, t, r, b."""
     stride = anchor[2] - anchor[0]
     cx, cy = (anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2
-    l, t, r, b = (delta.clamp(min=0) * stride).tolist()
-    return torch.tensor([cx - l, cy - t, cx + r, cy + b], dtype=torch.float64)
+    left, top, right, bottom = (delta.clamp(min=0) * stride).tolist()
+    return torch.tensor([cx - left, cy - top, cx + right, cy + bottom], dtype=torch.float64)
 
 
 def giou(a, b):

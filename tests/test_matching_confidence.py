@@ -6,7 +6,12 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 
-from ltm_d2.analysis.matching_confidence import BagConfidence, accumulated_heat_map, bag_confidence, network_input
+from ltm_d2.analysis.matching_confidence import (
+    BagConfidence,
+    accumulated_heat_map,
+    bag_confidence,
+    network_input,
+)
 from ltm_d2.modeling.matching import mean_max, mean_max_weights
 
 from support import TINY_CONFIG, build_tiny_model, load_tool, tiny_cfg

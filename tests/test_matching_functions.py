@@ -4,7 +4,11 @@ import pytest
 import torch
 
 from ltm_d2.modeling.matching import (
-    background_focal_loss, freeanchor_losses, mean_max, neg_log, negative_mean_max,
+    background_focal_loss,
+    freeanchor_losses,
+    mean_max,
+    neg_log,
+    negative_mean_max,
 )
 
 

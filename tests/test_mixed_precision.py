@@ -6,9 +6,9 @@ float16 autocast, as Detectron2's AMPTrainer trains.
 import pytest
 import torch
 
+from detectron2.engine import SimpleTrainer
 from detectron2.layers import cat
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
-from detectron2.engine import SimpleTrainer
 from detectron2.structures import Boxes
 
 from ltm_d2.engine import Trainer

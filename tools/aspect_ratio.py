@@ -19,9 +19,9 @@ from ltm_d2.analysis.aspect_ratio import (
     plot_category_ap,
     plot_gain_against_aspect_ratio,
 )
-from ltm_d2.evaluation.coco_ap import evaluate_boxes, per_category_ap
 from ltm_d2.analysis.comparison import comparison_argument_parser, start_comparison
 from ltm_d2.errors import run_main
+from ltm_d2.evaluation.coco_ap import evaluate_boxes, per_category_ap
 
 
 def main(argv=None):

@@ -15,7 +15,11 @@ import sys
 
 import torch
 
-from ltm_d2.checkpoint import CheckpointFileError, convert_freeanchor_state_dict, load_state_dict_file
+from ltm_d2.checkpoint import (
+    CheckpointFileError,
+    convert_freeanchor_state_dict,
+    load_state_dict_file,
+)
 from ltm_d2.errors import run_main
 
 

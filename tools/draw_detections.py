@@ -16,6 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ltm_d2 import load_config
 from ltm_d2.data.user_datasets import ensure_registered
+from ltm_d2.errors import run_main
 from ltm_d2.visualization import (
     confident_detections,
     draw_detections,
@@ -24,7 +25,6 @@ from ltm_d2.visualization import (
     side_by_side,
     write_rgb,
 )
-from ltm_d2.errors import run_main
 
 
 def parse_args(argv=None):

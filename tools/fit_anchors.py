@@ -20,9 +20,14 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from ltm_d2 import LTM, load_config
-from ltm_d2.data.user_datasets import ensure_registered
 from ltm_d2.analysis.anchor_coverage import anchor_input_shapes, has_anchors, input_objects
-from ltm_d2.analysis.anchor_fitting import comparison_table, fit_anchors, fitted_config, override_line
+from ltm_d2.analysis.anchor_fitting import (
+    comparison_table,
+    fit_anchors,
+    fitted_config,
+    override_line,
+)
+from ltm_d2.data.user_datasets import ensure_registered
 from ltm_d2.errors import run_main
 
 PROGRESS_EVERY = 500  # images

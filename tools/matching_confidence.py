@@ -24,9 +24,13 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from ltm_d2 import load_config
+from ltm_d2.analysis.matching_confidence import (
+    bag_confidence,
+    network_input,
+    plot_matching_confidence,
+)
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.data.user_datasets import ensure_registered
-from ltm_d2.analysis.matching_confidence import bag_confidence, network_input, plot_matching_confidence
 from ltm_d2.errors import run_main
 
 

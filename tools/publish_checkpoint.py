@@ -25,8 +25,8 @@ import torch
 from ltm_d2 import load_config
 from ltm_d2.checkpoint import CheckpointFileError, load_state_dict_file
 from ltm_d2.deploy import NoPlainRetinaNetError, plain_retinanet_yaml
-from ltm_d2.model_zoo import sha256_of
 from ltm_d2.errors import run_main
+from ltm_d2.model_zoo import sha256_of
 
 
 def parse_args(argv=None):

@@ -11,7 +11,6 @@ and prints the tables. Interrupted, it resumes where it stopped (finished runs a
     python tools/study.py --tune               # evaluate on the tuning split, not on val
 """
 import argparse
-import logging
 import os
 import platform
 import subprocess

@@ -6,7 +6,11 @@ import itertools
 import logging
 from typing import Iterator, Optional
 
-from detectron2.data import DatasetCatalog, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetCatalog,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm

@@ -2,8 +2,8 @@
 import hashlib
 import logging
 import os
-from typing import List
 import xml.etree.ElementTree as ET
+from typing import List
 
 import torch
 

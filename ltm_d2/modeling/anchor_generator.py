@@ -3,7 +3,11 @@ from typing import List
 
 import torch
 
-from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, BufferList, DefaultAnchorGenerator
+from detectron2.modeling.anchor_generator import (
+    ANCHOR_GENERATOR_REGISTRY,
+    BufferList,
+    DefaultAnchorGenerator,
+)
 
 
 @ANCHOR_GENERATOR_REGISTRY.register()
