@@ -3,6 +3,7 @@ Mixed precision (SOLVER.AMP.ENABLED): the network runs in low precision, the mat
 On the CPU under bfloat16 autocast (the trainer's SOLVER.AMP.ENABLED on a CPU); on a GPU under
 float16 autocast, as Detectron2's AMPTrainer trains.
 """
+
 import pytest
 import torch
 

@@ -10,6 +10,7 @@ and the slope of the line fitted to gain against aspect ratio; writes `aspect_ra
                   output/ltm/inference/coco_instances_results.json \
         --names RetinaNet LTM --output output/analysis
 """
+
 import logging
 import os
 
@@ -41,7 +42,9 @@ def main(argv=None):
     print(f"| category | aspect ratio | AP {names[0]} | AP {names[1]} | gain |")
     print("|---|---|---|---|---|")
     for i in ratios.argsort():
-        print(f"| {categories[i]} | {ratios[i]:.2f} | {aps[0][i]:.1f} | {aps[1][i]:.1f} | {gains[i]:+.1f} |")
+        print(
+            f"| {categories[i]} | {ratios[i]:.2f} | {aps[0][i]:.1f} | {aps[1][i]:.1f} | {gains[i]:+.1f} |"
+        )
     slope, intercept = fit_line(ratios, gains)
     print(f"fitted line: gain = {slope:+.3f} * aspect ratio {intercept:+.3f} (AP points)")
 

@@ -1,4 +1,5 @@
 """Checkpoints that survive crashes and never run code from the files they read."""
+
 from .atomic_file import write_atomically
 from .freeanchor_conversion import (
     anchor_permutation,

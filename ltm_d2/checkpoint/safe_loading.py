@@ -6,6 +6,7 @@ needs none of that. Torch files are read with ``torch.load(weights_only=True)``;
 (Detectron2's and Detectron1/Caffe2's model zoo) with an unpickler that builds only numpy arrays,
 numbers, strings, bytes, lists, tuples and dicts.
 """
+
 import pickle
 from typing import Any, BinaryIO
 

@@ -2,6 +2,7 @@
 The training data loader: Detectron2's, after the datasets are checked, skipping unreadable
 images, with a data stream that a resumed run continues where the interrupted one was.
 """
+
 import itertools
 import logging
 from typing import Iterator, Optional

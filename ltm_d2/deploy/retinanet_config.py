@@ -8,6 +8,7 @@ DefaultPredictor gives the same detections: META_ARCHITECTURE "RetinaNet", every
 kept (backbone, anchors, box-regression weights, score threshold, top-k, NMS, input sizes, pixel
 mean and std), the project's own keys (MODEL.LTM, INPUT.TILING, ...) left out.
 """
+
 from typing import Optional
 
 from detectron2.config import CfgNode, get_cfg

@@ -3,6 +3,7 @@ COCO box AP of detection result files on a registered dataset, on all of its ima
 subset, with pycocotools through Detectron2's own helpers. Shared by the crowdedness and the
 aspect-ratio analyses.
 """
+
 import contextlib
 import hashlib
 import io
