@@ -99,7 +99,8 @@ def input_files(patterns):
 
 
 def build_predictor(config_file, weights, opts):
-    """Detectron2's DefaultPredictor of a config, with `weights` (if given, read safely) and the overrides."""
+    """Detectron2's DefaultPredictor of a config, with `weights` (if given, read safely) and the
+    overrides."""
     if not os.path.isfile(config_file):
         sys.exit(f"error: config file {config_file} does not exist")
     if weights is not None:

@@ -64,7 +64,8 @@ ABLATIONS = (
 
 @dataclass(frozen=True)
 class Preset:
-    """What every run of a study shares: the config of each kind of detector, the splits, overrides."""
+    """What every run of a study shares: the config of each kind of detector, the splits,
+    overrides."""
 
     configs: Dict[str, str]
     val_dataset: str
@@ -384,7 +385,8 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
 
 
 def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
-    """Table 2's relative improvement over the baseline on each crowdedness group, paired by seed."""
+    """Table 2's relative improvement over the baseline on each crowdedness group, paired by
+    seed."""
     baseline = DETECTORS[BASELINE]
     groups = list(CROWDEDNESS_GROUPS)
     lines = [

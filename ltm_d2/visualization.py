@@ -46,7 +46,8 @@ def safe_predictor(cfg: CfgNode) -> DefaultPredictor:
 def confident_detections(
     predictor: DefaultPredictor, bgr: np.ndarray, threshold: float
 ) -> Instances:
-    """The detections of score >= `threshold` of `predictor` on an (H, W, 3) BGR image, on the CPU."""
+    """The detections of score >= `threshold` of `predictor` on an (H, W, 3) BGR image, on the
+    CPU."""
     instances = predictor(bgr)["instances"].to("cpu")
     return instances[instances.scores >= threshold]
 

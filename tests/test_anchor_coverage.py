@@ -1,4 +1,5 @@
-"""Anchor coverage: positives under RetinaNet's IoU rule, best and K-th best anchor IoU per object."""
+"""Anchor coverage: positives under RetinaNet's IoU rule, best and K-th best anchor IoU per
+object."""
 
 import runpy
 import sys

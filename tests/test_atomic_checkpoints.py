@@ -1,4 +1,5 @@
-"""A crash while a checkpoint is written leaves the previous checkpoint and last_checkpoint valid."""
+"""A crash while a checkpoint is written leaves the previous checkpoint and last_checkpoint
+valid."""
 
 import os
 import subprocess

@@ -71,7 +71,8 @@ def test_retinanet_baseline_has_the_inputs_and_schedule_of_ltm():
     )
 
 
-# Each detector's own recipe (docs/recipes.md): the settings that are the detector's, not the data's.
+# Each detector's own recipe (docs/recipes.md): the settings that are the detector's, not the
+# data's.
 RECIPE_KEYS = (
     "MODEL.META_ARCHITECTURE",
     "SOLVER.BASE_LR",

@@ -63,7 +63,8 @@ def their_anchor_order(num_sizes, num_ratios):
 
 
 def our_anchor_order(num_sizes, num_ratios):
-    """Detectron2's DefaultAnchorGenerator.generate_cell_anchors: for each size, each aspect ratio."""
+    """Detectron2's DefaultAnchorGenerator.generate_cell_anchors: for each size, each aspect
+    ratio."""
     return [(size, ratio) for size in range(num_sizes) for ratio in range(num_ratios)]
 
 

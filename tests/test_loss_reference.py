@@ -1,6 +1,6 @@
 """
-The loss of `LTM(batched_inputs)` equals the loss of docs/method.md computed plainly, object by object and anchor by
-anchor, in float64, from the same network outputs.
+The loss of `LTM(batched_inputs)` equals the loss of docs/method.md computed plainly, object by
+object and anchor by anchor, in float64, from the same network outputs.
 """
 
 import math

@@ -1,4 +1,5 @@
-"""Matching confidence (Fig. 6): mean-max weights of bag members, for LTM and LTM-AF, and the tool."""
+"""Matching confidence (Fig. 6): mean-max weights of bag members, for LTM and LTM-AF, and the
+tool."""
 
 import cv2
 import pytest

@@ -20,7 +20,8 @@ TINY = "Shapes-Detection/ltm_R_18_FPN_tiny.yaml"
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    """An empty download cache (iopath's, through FVCORE_CACHE) and a catalog restored afterwards."""
+    """An empty download cache (iopath's, through FVCORE_CACHE) and a catalog restored
+    afterwards."""
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(model_zoo.model_zoo, "CATALOG", dict(CATALOG))
     return tmp_path / "cache"

@@ -1,4 +1,5 @@
-"""No NaN or Inf in any loss or gradient, whatever the logits and boxes (docs/method.md, "Numerics")."""
+"""No NaN or Inf in any loss or gradient, whatever the logits and boxes (docs/method.md,
+"Numerics")."""
 
 import pytest
 import torch

@@ -69,7 +69,8 @@ def test_the_crafted_pth_does_run_code_when_read_with_weights_only_false(tmp_pat
 FORMATS = {
     "pkl": (
         malicious_pkl,
-        r"evil\.pkl: refused to load: the file refers to '(posix\.system|builtins\.exec|subprocess\.call)'",
+        r"evil\.pkl: refused to load: the file refers to "
+        r"'(posix\.system|builtins\.exec|subprocess\.call)'",
     ),
     "pth": (malicious_pth, r"evil\.pth: refused to load: .*GLOBAL \S*(system|exec|call) "),
 }

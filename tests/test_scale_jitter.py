@@ -1,4 +1,5 @@
-"""Scale-jitter training from config: INPUT.MIN_SIZE_TRAIN lists the shorter sides to choose from."""
+"""Scale-jitter training from config: INPUT.MIN_SIZE_TRAIN lists the shorter sides to choose
+from."""
 
 import os
 

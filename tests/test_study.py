@@ -148,7 +148,8 @@ def run_study(tmp_path, *args):
     script = (
         "import runpy; from ltm_d2.study import PRESETS, Preset; "
         f"PRESETS['tiny'] = Preset(configs={configs!r}, val_dataset='ltm_shapes_mini_val', "
-        "tune_dataset='ltm_shapes_mini_train', opts=('SOLVER.MAX_ITER', '2', 'MODEL.RETINANET.SCORE_THRESH_TEST', '0.0'), seeds=(1,)); "
+        "tune_dataset='ltm_shapes_mini_train', opts=("
+        "'SOLVER.MAX_ITER', '2', 'MODEL.RETINANET.SCORE_THRESH_TEST', '0.0'), seeds=(1,)); "
         "runpy.run_path('tools/study.py', run_name='__main__')"
     )
     return subprocess.run(

@@ -174,7 +174,8 @@ class BrightRegionDetector(nn.Module):
 
 
 def tiled(model, *opts):
-    """TiledDetector of `model` with 128 px tiles (the tiny config's test size: tiles not resized)."""
+    """TiledDetector of `model` with 128 px tiles (the tiny config's test size: tiles not
+    resized)."""
     return TiledDetector(tiny_cfg("INPUT.TILING.SIZE", "128", *opts), model).eval()
 
 

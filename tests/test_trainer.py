@@ -21,7 +21,8 @@ def total_norm(model):
 
 
 def step_with_unit_gradients(clip_value):
-    """One optimizer step (learning rate 0) of a model whose gradients are all 1; returns the model."""
+    """One optimizer step (learning rate 0) of a model whose gradients are all 1; returns the
+    model."""
     cfg = tiny_cfg(
         "SOLVER.CLIP_GRADIENTS.ENABLED",
         True,

@@ -7,7 +7,7 @@ member of an LTM bag of MODEL.LTM.BAG_SIZE).
 
     python tools/anchor_coverage.py --config-file configs/Shapes-Detection/retinanet_R_18_FPN_demo.yaml \
         --dataset ltm_shapes_small_tune --num-images 300
-"""
+"""  # noqa: E501 (the --help text, kept as it is printed)
 
 import argparse
 import sys
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     cfg = load_config(args.config_file, args.opts)
     if not has_anchors(cfg):
         sys.exit(
-            f"error: {args.config_file}: {cfg.MODEL.META_ARCHITECTURE} has no anchors to cover objects with"
+            f"error: {args.config_file}: {cfg.MODEL.META_ARCHITECTURE} has no anchors "
+            "to cover objects with"
         )
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     records = DatasetCatalog.get(dataset)

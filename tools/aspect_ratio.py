@@ -43,7 +43,8 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     for i in ratios.argsort():
         print(
-            f"| {categories[i]} | {ratios[i]:.2f} | {aps[0][i]:.1f} | {aps[1][i]:.1f} | {gains[i]:+.1f} |"
+            f"| {categories[i]} | {ratios[i]:.2f} | {aps[0][i]:.1f} | "
+            f"{aps[1][i]:.1f} | {gains[i]:+.1f} |"
         )
     slope, intercept = fit_line(ratios, gains)
     print(f"fitted line: gain = {slope:+.3f} * aspect ratio {intercept:+.3f} (AP points)")

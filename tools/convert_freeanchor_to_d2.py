@@ -9,7 +9,7 @@ checkpoint for configs/COCO-Detection/freeanchor_R_50_FPN_1x_maskrcnn_benchmark.
 
 Renames the parameters, reorders the head's rows from their ratio-major anchor order to
 Detectron2's size-major one, and drops their anchor buffers (ltm_d2/checkpoint/freeanchor_conversion.py).
-"""
+"""  # noqa: E501 (the --help text, kept as it is printed)
 
 import argparse
 import sys

@@ -70,7 +70,8 @@ def main(argv=None):
         path = os.path.join(args.output, os.path.basename(record["file_name"]))
         write_rgb(path, side_by_side([truth, found]))
         print(
-            f"[{k}/{len(records)}] {path}: {len(instances)} detections (left: ground truth, right: detections)"
+            f"[{k}/{len(records)}] {path}: {len(instances)} detections "
+            "(left: ground truth, right: detections)"
         )
     print(f"Pictures written to {os.path.abspath(args.output)}")
 

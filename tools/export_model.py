@@ -115,7 +115,8 @@ def save_torchscript(module, folder):
 
 
 def export(args, model, sample):
-    """Export `model` as asked into args.output; returns the written model's runner and tolerance."""
+    """Export `model` as asked into args.output; returns the written model's runner and
+    tolerance."""
     os.makedirs(args.output, exist_ok=True)
     if args.export_method == "scripting":
         return scripted_runner(save_torchscript(export_scripting(model), args.output)), EXACT
@@ -143,7 +144,8 @@ def print_differences(title, differences, tolerance, traced_size):
         print(
             f"  {size:>15}  {f'{d.eager}/{d.exported}':>10}  {d.boxes:12.3g}  {d.scores:14.3g}  "
             f"{f'{d.unmatched_eager}/{d.unmatched_exported}':>9}  "
-            f"{f'{d.tied_eager}/{d.tied_exported}':>5}  {d.eager_seconds:7.3f}  {d.exported_seconds:8.3f}"
+            f"{f'{d.tied_eager}/{d.tied_exported}':>5}  {d.eager_seconds:7.3f}  "
+            f"{d.exported_seconds:8.3f}"
         )
     print(
         "  (eager/exported; ties: detections without a counterpart because NMS kept the other "
@@ -173,15 +175,16 @@ def main(argv=None) -> int:
         sys.exit(f"error: {e}")
     traced_size = tuple(sample["image"].shape[1:]) if args.export_method == "tracing" else None
     print(
-        f"Exported {type(model).__name__} ({args.export_method}, {args.format}) to {args.output} in "
-        f"{time.perf_counter() - start:.1f} s"
+        f"Exported {type(model).__name__} ({args.export_method}, {args.format}) to {args.output} "
+        f"in {time.perf_counter() - start:.1f} s"
         + (f", traced on a {traced_size[0]}x{traced_size[1]} input" if traced_size else "")
     )
     inputs = [sample] + [network_input(cfg, image) for image in other_sizes(bgr)]
     differences = check_export(model, run, inputs, tolerance)
     print_differences("Against the eager model", differences, tolerance, traced_size)
     if traced_size and not all(d.within(tolerance) for d in differences):
-        # A traced graph's batched NMS may decide IoUs at the threshold otherwise (ltm_d2/deploy/export.py).
+        # A traced graph's batched NMS may decide IoUs at the threshold otherwise
+        # (ltm_d2/deploy/export.py).
         differences = check_export(model, run, inputs, tolerance, nms_as_traced=True)
         print_differences(
             "Against the eager model with the traced graph's batched NMS (class offsets)",

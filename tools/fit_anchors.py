@@ -69,7 +69,8 @@ def main(argv=None) -> int:
     percentiles = (0, 5, 25, 50, 75, 95, 100)
     pieces = f"tiles of {cfg.INPUT.TILING.SIZE} px" if cfg.INPUT.TILING.SIZE > 0 else "images"
     print(
-        f"Dataset {dataset}: {len(records)} images, {len(images)} {pieces} with objects, {len(sides)} objects"
+        f"Dataset {dataset}: {len(records)} images, {len(images)} {pieces} with objects, "
+        f"{len(sides)} objects"
     )
     values = ", ".join(
         f"p{p} {v:.1f}" for p, v in zip(percentiles, np.percentile(sides, percentiles))
@@ -80,7 +81,8 @@ def main(argv=None) -> int:
     strides = [s.stride for s in anchor_input_shapes(cfg)]
     fg = cfg.MODEL.RETINANET.IOU_THRESHOLDS[-1]
     print(
-        f"\nCandidates, base size c x stride: objects with an anchor of IoU >= {fg}, positives per object"
+        f"\nCandidates, base size c x stride: objects with an anchor of IoU >= {fg}, "
+        "positives per object"
     )
     for c, score in zip(fit.scales, fit.candidates):
         print(f"  c = {c:g}: {100 * score.share:.1f}%, {score.positives:.2f}")

@@ -11,7 +11,7 @@ function gives them, one panel per checkpoint of a training run, and the accumul
 
 Prints, for each checkpoint and object, the largest weight in the bag and the effective number
 of matched anchors 1 / sum(w^2) (K while the weights are uniform, 1 once one anchor has them all).
-"""
+"""  # noqa: E501 (the --help text, kept as it is printed)
 
 import argparse
 import logging

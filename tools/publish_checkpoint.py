@@ -12,7 +12,7 @@ The file loads with DetectionCheckpointer and with torch.load(..., weights_only=
 model_final_<hex>.retinanet.yaml is the plain Detectron2 RetinaNet config of an anchor-based model
 (tools/convert_to_retinanet.py, docs/deploy.md), with MODEL.WEIGHTS the file's URL (or path): Detectron2
 without ltm_d2 runs the model with it. LTM-AF models have none (the tool says why).
-"""
+"""  # noqa: E501 (the --help text, kept as it is printed)
 
 import argparse
 import json
@@ -45,7 +45,10 @@ def parse_args(argv=None):
     parser.add_argument(
         "--name",
         required=True,
-        help="the config's model-zoo name, for the catalog line (e.g. Shapes-Detection/ltm_R_18_FPN_demo.yaml)",
+        help=(
+            "the config's model-zoo name, for the catalog line "
+            "(e.g. Shapes-Detection/ltm_R_18_FPN_demo.yaml)"
+        ),
     )
     parser.add_argument(
         "--url-prefix",
@@ -84,7 +87,8 @@ def read_final_metrics(output_dir: str) -> Dict[str, Union[int, float]]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 sys.exit(
-                    f"error: {path} line {number} is not JSON ({e}); expected one JSON object per line"
+                    f"error: {path} line {number} is not JSON ({e}); "
+                    "expected one JSON object per line"
                 )
             evaluation = {k: float(v) for k, v in record.items() if k.startswith("bbox/")}
             if evaluation:
@@ -106,7 +110,8 @@ def read_weights(path: str, fp16: bool) -> Dict[str, torch.Tensor]:
 def publish(
     weights: Dict[str, torch.Tensor], config: str, metrics: Dict, folder: str
 ) -> Tuple[str, str]:
-    """Write the shareable file into `folder`; returns its path, named after its SHA-256, and the SHA-256."""
+    """Write the shareable file into `folder`; returns its path, named after its SHA-256, and the
+    SHA-256."""
     os.makedirs(folder, exist_ok=True)
     checkpoint = {"model": weights, "config": config, "metrics": metrics, "__author__": "ltm_d2"}
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".pth", delete=False) as f:

@@ -90,25 +90,29 @@ def main(argv=None) -> int:
         return 0
     os.makedirs(output_dir, exist_ok=True)
     logger.info(
-        f"{len(study.runs)} runs ({0 if args.report_only else len(runner.pending())} to train) into {output_dir}, "
+        f"{len(study.runs)} runs ({0 if args.report_only else len(runner.pending())} to train) "
+        f"into {output_dir}, "
         f"{args.jobs} at a time; evaluated on {dataset}"
     )
     start, commit = time.perf_counter(), _commit()
     failed = [] if args.report_only else runner.run()
+    command = " ".join(["python tools/study.py", *(argv if argv is not None else sys.argv[1:])])
     header = (
         f"# ltm_d2 study, preset `{args.preset}`, evaluated on `{dataset}`\n\n"
-        f"`{' '.join(['python tools/study.py', *(argv if argv is not None else sys.argv[1:])])}` at commit {commit}, "
+        f"`{command}` at commit {commit}, "
         f"{platform.machine()} {os.cpu_count()} cores; this invocation took "
         f"{(time.perf_counter() - start) / 60:.1f} min. Figures: mean ± half the spread over seeds "
         "((max - min) / 2); ΔAP is paired by seed."
     )
     print(write_report(study, runner, header))
     logger.info(
-        f"Tables in {os.path.join(output_dir, 'results.md')}, plot in {os.path.join(output_dir, 'crowdedness.png')}"
+        f"Tables in {os.path.join(output_dir, 'results.md')}, plot in "
+        f"{os.path.join(output_dir, 'crowdedness.png')}"
     )
     if failed:
         logger.error(
-            f"{len(failed)} runs failed: {', '.join(failed)}; run the same command again to retry them"
+            f"{len(failed)} runs failed: {', '.join(failed)}; "
+            "run the same command again to retry them"
         )
         return 1
     return 0

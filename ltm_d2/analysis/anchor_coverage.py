@@ -63,7 +63,8 @@ def anchor_input_shapes(cfg) -> List[ShapeSpec]:
 
 
 def retinanet_matcher(cfg) -> Matcher:
-    """RetinaNet's IoU rule: positive at IoU >= the last threshold, else the object's best anchor."""
+    """RetinaNet's IoU rule: positive at IoU >= the last threshold, else the object's best
+    anchor."""
     return Matcher(cfg.MODEL.RETINANET.IOU_THRESHOLDS, cfg.MODEL.RETINANET.IOU_LABELS, True)
 
 
@@ -162,6 +163,7 @@ def coverage_table(
         lines.append(
             f"| {name} | {mask.sum()} | {coverage['positives'][mask].mean():.2f} | "
             f"{100 * (coverage['best_iou'][mask] < fg_threshold).mean():.0f}% | "
-            f"{np.median(coverage['best_iou'][mask]):.2f} | {np.median(coverage['kth_iou'][mask]):.2f} |"
+            f"{np.median(coverage['best_iou'][mask]):.2f} | "
+            f"{np.median(coverage['kth_iou'][mask]):.2f} |"
         )
     return "\n".join(lines)

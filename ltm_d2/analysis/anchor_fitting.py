@@ -29,7 +29,8 @@ the bag of a typical object then holds anchors that RetinaNet would not call bac
 anchors that barely touch it (5 when even the 5th is below). On COCO-like objects at 800 px with
 RetinaNet's anchors (c = 4) the median 50th-best IoU is about 0.44, so the rule gives the paper's
 K = 50; on the bundled 128 px shapes with anchors of 2 x stride it is 0.27 for K = 40 and the rule
-gives K = 10, where bags of 10 and 20 trained better than 40 in this project (docs/study.md, Table 5).
+gives K = 10, where bags of 10 and 20 trained better than 40 in this project
+(docs/study.md, Table 5).
 """
 
 import os

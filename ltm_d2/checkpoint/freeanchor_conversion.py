@@ -111,7 +111,8 @@ def convert_freeanchor_state_dict(
     if num_anchors % num_aspect_ratios or converted["head.cls_score.weight"].shape[0] % num_anchors:
         raise ValueError(
             f"the head has {converted['head.bbox_pred.weight'].shape[0]} regression and "
-            f"{converted['head.cls_score.weight'].shape[0]} classification rows: not 4 and NUM_CLASSES rows "
+            f"{converted['head.cls_score.weight'].shape[0]} classification rows: "
+            "not 4 and NUM_CLASSES rows "
             f"for each of a multiple of {num_aspect_ratios} anchors"
         )
     permutation = anchor_permutation(num_anchors // num_aspect_ratios, num_aspect_ratios)

@@ -55,7 +55,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_pickle_safely(filename: str) -> Any:
-    """Read a .pkl checkpoint (Python 2 pickles too, as Detectron2 does) with RestrictedUnpickler."""
+    """Read a .pkl checkpoint (Python 2 pickles too, as Detectron2 does) with
+    RestrictedUnpickler."""
     with open(filename, "rb") as f:
         return RestrictedUnpickler(f, filename, encoding="latin1").load()
 

@@ -62,7 +62,8 @@ class TrainLoader:
         return iter(self.loader)
 
     def skip(self, num_images: int) -> None:
-        """Start the stream after `num_images` images (of all workers together); before iterating."""
+        """Start the stream after `num_images` images (of all workers together); before
+        iterating."""
         if self.sampler is not None:
             self.sampler.start = num_images
         elif num_images:

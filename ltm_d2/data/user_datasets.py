@@ -234,7 +234,8 @@ def load_voc(spec: DatasetSpec) -> Loaded:
             raise DatasetError(f"{xml_file}: not valid XML: {e}") from e
         if tree.getroot().tag != "annotation":
             raise DatasetError(
-                f"{xml_file}: root element <{tree.getroot().tag}>, expected Pascal VOC's <annotation>"
+                f"{xml_file}: root element <{tree.getroot().tag}>, expected "
+                "Pascal VOC's <annotation>"
             )
         size = tree.find("size")
         if size is None:

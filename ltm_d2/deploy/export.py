@@ -125,7 +125,8 @@ def export_scripting(model: nn.Module) -> torch.jit.ScriptModule:
 
 
 def export_onnx(adapter: TracingAdapter, image: Tensor, path: str) -> None:
-    """Write the ONNX model of a TracingAdapter, traced on `image`, with a dynamic height and width."""
+    """Write the ONNX model of a TracingAdapter, traced on `image`, with a dynamic height and
+    width."""
     dynamic = {"image": {1: "height", 2: "width"}}
     dynamic.update({name: {0: "detections"} for name in ONNX_OUTPUTS[:-1]})
     with torch.no_grad():
@@ -199,7 +200,8 @@ class Difference:
 
 
 def _greedy_pairs(cost: Tensor) -> Tuple[Tensor, Tensor]:
-    """One-to-one (row, column) pairs of a cost matrix, cheapest first; an infinite cost is no pair."""
+    """One-to-one (row, column) pairs of a cost matrix, cheapest first; an infinite cost is no
+    pair."""
     cost = cost.clone()
     rows, columns = [], []
     while cost.numel() and bool(torch.isfinite(cost).any()):
@@ -219,7 +221,8 @@ def _others(indices: Tensor, taken: Tensor) -> Tensor:
 
 
 def _pairwise(a: Instances, b: Instances) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(same class, largest box coordinate difference, score difference, IoU), each (len(a), len(b))."""
+    """(same class, largest box coordinate difference, score difference, IoU), each (len(a),
+    len(b))."""
     boxes_a, boxes_b = a.pred_boxes.tensor, b.pred_boxes.tensor
     return (
         a.pred_classes[:, None] == b.pred_classes[None, :],
@@ -344,8 +347,9 @@ def check_export(
         with nms():
             eager, eager_seconds = _timed(lambda: model([item])[0]["instances"])
         exported, exported_seconds = _timed(run, item["image"])
-        # The size as Python ints, as the eager model has it: from a tensor size detector_postprocess
-        # computes its scale in float32, one rounding away from the eager model's.
+        # The size as Python ints, as the eager model has it: from a tensor size,
+        # detector_postprocess computes its scale in float32, one rounding away from the eager
+        # model's.
         size = tuple(int(s) for s in exported.image_size)
         exported = Instances(size, **exported.get_fields())
         exported = detector_postprocess(exported, item["height"], item["width"])

@@ -62,7 +62,8 @@ def plain_retinanet_config(cfg: CfgNode) -> CfgNode:
         raise NoPlainRetinaNetError(LTMAF_REASON)
     if architecture not in PLAIN_META_ARCHITECTURES:
         raise NoPlainRetinaNetError(
-            f"MODEL.META_ARCHITECTURE {architecture!r}: only {' and '.join(PLAIN_META_ARCHITECTURES)} "
+            f"MODEL.META_ARCHITECTURE {architecture!r}: only "
+            f"{' and '.join(PLAIN_META_ARCHITECTURES)} "
             "configs have a plain RetinaNet view"
         )
     for key, registry, name in (

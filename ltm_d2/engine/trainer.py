@@ -212,7 +212,8 @@ class Trainer(DefaultTrainer):
                     coco_json_file(dataset_name, output_folder)
                 comm.synchronize()
                 metadata.json_file = coco_json_file(dataset_name, output_folder)
-            # AP over every detection the model may keep (COCO's own 100 unless the config raises it).
+            # AP over every detection the model may keep (COCO's own 100 unless the config raises
+            # it).
             evaluator = COCOEvaluator(
                 dataset_name,
                 output_dir=output_folder,
