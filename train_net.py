@@ -7,6 +7,7 @@ Train or evaluate an LTM detector, the Detectron2 way:
 
 Without a GPU it runs on the CPU; `--num-gpus N` then starts N CPU workers (gloo).
 """
+
 import logging
 import os
 
@@ -20,8 +21,8 @@ from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.engine import Trainer
 from ltm_d2.engine.launch import DEFAULT_JOIN_TIMEOUT, launch
-from ltm_d2.preflight import check_run
 from ltm_d2.errors import run_main
+from ltm_d2.preflight import check_run
 
 
 def setup(args):
@@ -62,7 +63,10 @@ def argument_parser():
     """Detectron2's arguments, and --join-timeout."""
     parser = default_argument_parser()
     parser.add_argument(
-        "--join-timeout", type=float, default=DEFAULT_JOIN_TIMEOUT, metavar="SECONDS",
+        "--join-timeout",
+        type=float,
+        default=DEFAULT_JOIN_TIMEOUT,
+        metavar="SECONDS",
         help="with --num-machines > 1: how long to wait for every machine to join (default: "
         "%(default)g); a machine missing then ends the run with a message naming it",
     )

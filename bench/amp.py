@@ -9,6 +9,7 @@ losses finite, the median step time of each.
 
 AMPTrainer needs CUDA: on the CPU only the float32 training runs.
 """
+
 import argparse
 import itertools
 import math
@@ -25,6 +26,7 @@ from detectron2.utils.events import EventStorage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import DEVICE, describe_device, write_json  # noqa: E402
+
 from ltm_d2 import load_config  # noqa: E402
 from ltm_d2.engine import Trainer  # noqa: E402
 
@@ -95,8 +97,10 @@ def train(cfg, batches, amp: bool, iterations: int) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", default=os.path.join(
-        REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_demo.yaml"))
+    parser.add_argument(
+        "--config-file",
+        default=os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_demo.yaml"),
+    )
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -106,8 +110,13 @@ def main(argv=None):
     batches = [next(loader) for _ in range(min(args.iterations, DISTINCT_BATCHES))]
     del loader
 
-    result = {"device": describe_device(), "config": args.config_file, "tolerance": TOLERANCE,
-              "same_batch": same_batch(cfg, batches[0]), "training": {}}
+    result = {
+        "device": describe_device(),
+        "config": args.config_file,
+        "tolerance": TOLERANCE,
+        "same_batch": same_batch(cfg, batches[0]),
+        "training": {},
+    }
     print(f"Same batch: {result['same_batch']}", flush=True)
     for mode, amp in (("float32", False), ("amp", True)):
         if amp and DEVICE != "cuda":
@@ -115,9 +124,12 @@ def main(argv=None):
             continue
         result["training"][mode] = train(cfg, batches, amp, args.iterations)
         run = result["training"][mode]
-        print(f"{mode}: {run['iterations']} iterations, {run['median_step_ms']:.1f} ms/step "
-              f"(median after {WARMUP_STEPS}), mean loss of the last {DISTINCT_BATCHES} "
-              f"{run['final_loss']:.4f}", flush=True)
+        print(
+            f"{mode}: {run['iterations']} iterations, {run['median_step_ms']:.1f} ms/step "
+            f"(median after {WARMUP_STEPS}), mean loss of the last {DISTINCT_BATCHES} "
+            f"{run['final_loss']:.4f}",
+            flush=True,
+        )
     same = result["same_batch"]
     ok = (
         same["relative_difference"] <= TOLERANCE

@@ -9,6 +9,7 @@ that reproduces it, and exits non-zero on any failure.
     python bench/fuzz.py [--cases 10000] [--modes topk ltm_af ...] [--first-seed 0]
     python bench/fuzz.py --modes topk --seed 1234      # the one case of a reproducer line
 """
+
 import argparse
 import os
 import random

@@ -8,6 +8,7 @@ with the number of objects (a least-squares slope and a PNG plot).
     python bench/loss.py [--objects 7 50 300 1000] [--repeats 5] [--quick] [--plot PATH]
                          [--json PATH]
 """
+
 import argparse
 import math
 import os
@@ -24,13 +25,13 @@ from detectron2.utils.events import EventStorage
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import (  # noqa: E402
     DEVICE,
-    Timing,
     describe_device,
     interleaved_times,
     peak_memory,
     print_table,
     write_json,
 )
+
 from ltm_d2 import load_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,8 +89,7 @@ def random_predictions(model, generator: torch.Generator):
         for h, w in shapes
     ]
     deltas = [
-        torch.randn(NUM_IMAGES, num_anchors * 4, h, w, generator=generator) * 0.5
-        for h, w in shapes
+        torch.randn(NUM_IMAGES, num_anchors * 4, h, w, generator=generator) * 0.5 for h, w in shapes
     ]
     predictions = [
         [x.to(DEVICE).requires_grad_(True) for x in logits],
@@ -166,8 +166,10 @@ def main(argv=None):
     detectors = [BASELINE] + [d for d in args.detectors if d != BASELINE]
     models = {name: build_detector(DETECTORS[name]) for name in detectors}
 
-    print(f"Loss alone (forward + backward), {NUM_IMAGES} images {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, "
-          f"{describe_device()}, median of {args.repeats} runs after 1 warm-up")
+    print(
+        f"Loss alone (forward + backward), {NUM_IMAGES} images {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, "
+        f"{describe_device()}, median of {args.repeats} runs after 1 warm-up"
+    )
     all_times, all_memory, rows, records = [], [], [], []
     with EventStorage(0):
         for num_objects in args.objects:
@@ -175,30 +177,41 @@ def main(argv=None):
             all_times.append(times)
             all_memory.append(memory)
             for name in detectors:
-                rows.append([
-                    num_objects,
-                    name,
-                    f"{times[name].median * 1e3:.0f}",
-                    times[name].spread(),
-                    f"{times[name].median / times[BASELINE].median:.2f}",
-                    f"{memory[name] / 2**20:.0f}",
-                    f"{memory[name] / memory[BASELINE]:.2f}",
-                ])
+                rows.append(
+                    [
+                        num_objects,
+                        name,
+                        f"{times[name].median * 1e3:.0f}",
+                        times[name].spread(),
+                        f"{times[name].median / times[BASELINE].median:.2f}",
+                        f"{memory[name] / 2**20:.0f}",
+                        f"{memory[name] / memory[BASELINE]:.2f}",
+                    ]
+                )
                 print("  " + " | ".join(str(x) for x in rows[-1]), flush=True)
-                records.append({
-                    "objects": num_objects,
-                    "loss": name,
-                    "time_ms": times[name].median * 1e3,
-                    "min_ms": min(times[name].times) * 1e3,
-                    "max_ms": max(times[name].times) * 1e3,
-                    "time_ratio": times[name].median / times[BASELINE].median,
-                    "peak_mib": memory[name] / 2**20,
-                    "peak_ratio": memory[name] / memory[BASELINE],
-                })
+                records.append(
+                    {
+                        "objects": num_objects,
+                        "loss": name,
+                        "time_ms": times[name].median * 1e3,
+                        "min_ms": min(times[name].times) * 1e3,
+                        "max_ms": max(times[name].times) * 1e3,
+                        "time_ratio": times[name].median / times[BASELINE].median,
+                        "peak_mib": memory[name] / 2**20,
+                        "peak_ratio": memory[name] / memory[BASELINE],
+                    }
+                )
     print_table(
         "Loss alone",
-        ["objects/image", "loss", "time ms (median)", "min-max ms", "time / RetinaNet",
-         "peak MiB", "peak / RetinaNet"],
+        [
+            "objects/image",
+            "loss",
+            "time ms (median)",
+            "min-max ms",
+            "time / RetinaNet",
+            "peak MiB",
+            "peak / RetinaNet",
+        ],
         rows,
     )
     if len(args.objects) > 1:
@@ -220,9 +233,16 @@ def main(argv=None):
         plot_scaling(args.objects, all_times, all_memory, args.plot)
         print(f"\nplot: {args.plot}")
     if args.json:
-        write_json(args.json, {"device": describe_device(), "repeats": args.repeats,
-                               "image_size": IMAGE_SIZE, "num_images": NUM_IMAGES,
-                               "rows": records})
+        write_json(
+            args.json,
+            {
+                "device": describe_device(),
+                "repeats": args.repeats,
+                "image_size": IMAGE_SIZE,
+                "num_images": NUM_IMAGES,
+                "rows": records,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ running total of allocations minus frees that the PyTorch profiler records ("[me
 `profile_memory=True`), which sees every tensor allocation of the CPU allocator, unlike
 tracemalloc, and unlike the process RSS is not blurred by the C library returning memory late.
 """
+
 import json
 import os
 import statistics

@@ -7,6 +7,7 @@ backbone (R-50-FPN), same weights, same batch of images and objects.
 On the CPU the default input is 2 images of 512x768 so that a step takes seconds; on a GPU pass
 --size 800 1216.
 """
+
 import argparse
 import os
 import sys
@@ -60,8 +61,14 @@ def records(phase, times):
     """One dict per detector: median, min and max in ms, and the ratio of medians to RetinaNet."""
     base = times[BASELINE].median
     return [
-        {"phase": phase, "detector": name, "median_ms": t.median * 1e3,
-         "min_ms": min(t.times) * 1e3, "max_ms": max(t.times) * 1e3, "ratio": t.median / base}
+        {
+            "phase": phase,
+            "detector": name,
+            "median_ms": t.median * 1e3,
+            "min_ms": min(t.times) * 1e3,
+            "max_ms": max(t.times) * 1e3,
+            "ratio": t.median / base,
+        }
         for name, t in times.items()
     ]
 
@@ -93,8 +100,10 @@ def main(argv=None):
             for name, t in times.items()
         ]
 
-    where = (f"{NUM_IMAGES} images {size[0]}x{size[1]}, R-50-FPN, {describe_device()}, "
-             f"median of {args.repeats} runs after 1 warm-up, taken in turns")
+    where = (
+        f"{NUM_IMAGES} images {size[0]}x{size[1]}, R-50-FPN, {describe_device()}, "
+        f"median of {args.repeats} runs after 1 warm-up, taken in turns"
+    )
     train_inputs = batched_inputs(size, args.objects)
     with EventStorage(0):
         for model in models.values():
@@ -102,8 +111,11 @@ def main(argv=None):
         train = interleaved_times(
             {name: training_step(m, train_inputs) for name, m in models.items()}, args.repeats
         )
-    print_table(f"Training step (forward, backward, SGD), {args.objects} objects per image, "
-                f"{where}", header, rows(train))
+    print_table(
+        f"Training step (forward, backward, SGD), {args.objects} objects per image, {where}",
+        header,
+        rows(train),
+    )
 
     for name, model in models.items():  # the same weights again: training changed them
         model.load_state_dict(weights)

@@ -20,6 +20,7 @@ A video (--video-input FILE; one model) is written to --output as <its name>.mp4
 drawn by Detectron2's VideoVisualizer (an object keeps its colour from frame to frame); --webcam
 shows the detections on the camera's frames in a window until Esc is pressed.
 """
+
 import argparse
 import glob
 import os
@@ -32,6 +33,7 @@ from detectron2.data import Metadata, MetadataCatalog
 from detectron2.utils.video_visualizer import VideoVisualizer
 
 from ltm_d2 import load_config
+from ltm_d2.errors import run_main
 from ltm_d2.visualization import (
     confident_detections,
     draw_detections,
@@ -40,26 +42,47 @@ from ltm_d2.visualization import (
     with_title,
     write_rgb,
 )
-from ltm_d2.errors import run_main
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
     parser.add_argument("--weights", help="its checkpoint (default: the config's MODEL.WEIGHTS)")
-    parser.add_argument("--compare-config-file", metavar="FILE", help="a second model's config: draw both side by side")
+    parser.add_argument(
+        "--compare-config-file",
+        metavar="FILE",
+        help="a second model's config: draw both side by side",
+    )
     parser.add_argument("--compare-weights", help="the second model's checkpoint")
-    parser.add_argument("--names", nargs=2, metavar=("FIRST", "SECOND"),
-                        help="panel titles of the two models (default: their config names)")
+    parser.add_argument(
+        "--names",
+        nargs=2,
+        metavar=("FIRST", "SECOND"),
+        help="panel titles of the two models (default: their config names)",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", help="image files or glob patterns (quote them: 'dir/*.jpg')")
+    source.add_argument(
+        "--input", nargs="+", help="image files or glob patterns (quote them: 'dir/*.jpg')"
+    )
     source.add_argument("--video-input", metavar="FILE", help="a video file")
-    source.add_argument("--webcam", action="store_true", help="the camera's frames, shown in a window")
+    source.add_argument(
+        "--webcam", action="store_true", help="the camera's frames, shown in a window"
+    )
     parser.add_argument("--output", help="folder for the pictures or the video (not with --webcam)")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5,
-                        help="smallest score of a drawn detection (default 0.5)")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="trailing KEY VALUE config overrides, for both models")
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="smallest score of a drawn detection (default 0.5)",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="trailing KEY VALUE config overrides, for both models",
+    )
     return parser
 
 
@@ -76,7 +99,8 @@ def input_files(patterns):
 
 
 def build_predictor(config_file, weights, opts):
-    """Detectron2's DefaultPredictor of a config, with `weights` (if given, read safely) and the overrides."""
+    """Detectron2's DefaultPredictor of a config, with `weights` (if given, read safely) and the
+    overrides."""
     if not os.path.isfile(config_file):
         sys.exit(f"error: config file {config_file} does not exist")
     if weights is not None:
@@ -97,7 +121,9 @@ def drawn_frames(capture, predictor, metadata, threshold):
         if not ok:
             return
         instances = confident_detections(predictor, frame, threshold)
-        yield visualizer.draw_instance_predictions(frame[:, :, ::-1], instances).get_image()[:, :, ::-1]
+        yield visualizer.draw_instance_predictions(frame[:, :, ::-1], instances).get_image()[
+            :, :, ::-1
+        ]
 
 
 def detect_on_video(args, predictor, metadata):
@@ -105,8 +131,11 @@ def detect_on_video(args, predictor, metadata):
     webcam's frames with theirs."""
     capture = cv2.VideoCapture(0 if args.webcam else args.video_input)
     if not capture.isOpened():
-        sys.exit("error: no camera to read" if args.webcam
-                 else f"error: {args.video_input}: not a video OpenCV can read")
+        sys.exit(
+            "error: no camera to read"
+            if args.webcam
+            else f"error: {args.video_input}: not a video OpenCV can read"
+        )
     frames = drawn_frames(capture, predictor, metadata, args.confidence_threshold)
     if args.webcam:
         for frame in frames:
@@ -116,9 +145,13 @@ def detect_on_video(args, predictor, metadata):
         cv2.destroyAllWindows()
         return
     os.makedirs(args.output, exist_ok=True)
-    out = os.path.join(args.output, os.path.splitext(os.path.basename(args.video_input))[0] + ".mp4")
+    out = os.path.join(
+        args.output, os.path.splitext(os.path.basename(args.video_input))[0] + ".mp4"
+    )
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    writer = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), capture.get(cv2.CAP_PROP_FPS) or 25, size)
+    writer = cv2.VideoWriter(
+        out, cv2.VideoWriter_fourcc(*"mp4v"), capture.get(cv2.CAP_PROP_FPS) or 25, size
+    )
     count = 0
     for count, frame in enumerate(frames, 1):
         writer.write(frame)
@@ -132,7 +165,9 @@ def main(argv=None):
         sys.exit("error: --webcam shows the frames; the others need --output")
     if args.video_input or args.webcam:
         if args.compare_config_file:
-            sys.exit("error: --compare-config-file draws images only, not --video-input or --webcam")
+            sys.exit(
+                "error: --compare-config-file draws images only, not --video-input or --webcam"
+            )
         return detect_on_video(args, *build_predictor(args.config_file, args.weights, args.opts))
     files = input_files(args.input)
     models = [(args.config_file, args.weights)]

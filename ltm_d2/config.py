@@ -1,4 +1,5 @@
 """Config keys of the ltm_d2 project (paper §3, §4.1), and loading a config file with them."""
+
 import os
 import re
 from typing import Sequence
@@ -133,7 +134,7 @@ def _unknown_key(error: Exception) -> str:
 
 
 def _key_place(config_file: str, key: str) -> str:
-    """"FILE:LINE" of the line of `config_file` that sets the last part of `key`, or "FILE"."""
+    """ "FILE:LINE" of the line of `config_file` that sets the last part of `key`, or "FILE"."""
     name = re.escape(key.rsplit(".", 1)[-1])
     try:
         with open(config_file) as f:
@@ -144,7 +145,7 @@ def _key_place(config_file: str, key: str) -> str:
 
 
 def _yaml_place(error: yaml.YAMLError, config_file: str) -> str:
-    """"FILE:LINE:COLUMN" of a YAML error, from its mark where it has one."""
+    """ "FILE:LINE:COLUMN" of a YAML error, from its mark where it has one."""
     mark = getattr(error, "problem_mark", None)
     if mark is None:
         return config_file

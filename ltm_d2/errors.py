@@ -3,6 +3,7 @@ Errors a user causes and can fix (a config, a file, a dataset, a command line) a
 programs end on them: with a short message and exit status 2, without a traceback, which
 LTM_D2_DEBUG=1 shows again. Every other exception is a bug and keeps its traceback.
 """
+
 import os
 import sys
 from typing import Callable

@@ -5,6 +5,7 @@ shared by the derandomized fuzz test (tests/test_loss_fuzz.py) and the long camp
 for logits in [-50, 50], any box deltas, and any boxes the data loader can produce (tiny, huge,
 degenerate after clipping, overlapping, identical, outside the image; 0 to 3000 per image).
 """
+
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -127,8 +128,11 @@ def check_case(model, anchors: Boxes, case: BatchCase, bfloat16: bool = False) -
         losses = model.dense_losses([anchors], [logits.to(dtype)], [deltas.to(dtype)], gt)
         sum(losses.values()).backward()
     bad = [name for name, value in losses.items() if not torch.isfinite(value)]
-    bad += [name for name, x in (("logits", logits), ("deltas", deltas))
-            if x.grad is not None and not torch.isfinite(x.grad).all()]
+    bad += [
+        name
+        for name, x in (("logits", logits), ("deltas", deltas))
+        if x.grad is not None and not torch.isfinite(x.grad).all()
+    ]
     if not bad:
         return None
     values = {name: float(value) for name, value in losses.items()}

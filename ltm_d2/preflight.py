@@ -1,4 +1,5 @@
 """Checks of a run's files that need no model, made before any model is built."""
+
 import os
 import tempfile
 
@@ -12,7 +13,7 @@ def check_weights_file(weights: str) -> None:
     if weights and "://" not in weights and not os.path.isfile(weights):
         raise UserError(
             f"MODEL.WEIGHTS {weights}: no such file. Give the path of a checkpoint (e.g. "
-            "OUTPUT_DIR/model_final.pth of a finished run), or MODEL.WEIGHTS \"\" to start from "
+            'OUTPUT_DIR/model_final.pth of a finished run), or MODEL.WEIGHTS "" to start from '
             "scratch."
         )
 

@@ -5,6 +5,7 @@ the bundled dataset, each run by `train_net.py` in its own folder, then compared
 A run is finished once its folder holds `study_result.json`; an unfinished one resumes from its
 last checkpoint. Tables report the mean over seeds and half the spread, (max - min) / 2.
 """
+
 import json
 import logging
 import os
@@ -19,8 +20,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .analysis.crowdedness import (
+    CROWDEDNESS_GROUPS,
+    ap_on_image_groups,
+    group_images,
+    relative_improvement,
+)
 from .evaluation.coco_ap import average_precision, coco_ground_truth, evaluate_boxes
-from .analysis.crowdedness import CROWDEDNESS_GROUPS, ap_on_image_groups, group_images, relative_improvement
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +64,8 @@ ABLATIONS = (
 
 @dataclass(frozen=True)
 class Preset:
-    """What every run of a study shares: the config of each kind of detector, the splits, overrides."""
+    """What every run of a study shares: the config of each kind of detector, the splits,
+    overrides."""
 
     configs: Dict[str, str]
     val_dataset: str
@@ -69,8 +76,13 @@ class Preset:
 
 _SHAPES = "configs/Shapes-Detection"
 # The config of each detector's own recipe, by key of DETECTORS: f"{_SHAPES}/{name}_{suffix}.yaml".
-_CONFIG_NAMES = dict(retinanet="retinanet", topk="retinanet_topk", freeanchor="freeanchor",
-                     ltm="ltm", ltm_af="ltm_af")
+_CONFIG_NAMES = dict(
+    retinanet="retinanet",
+    topk="retinanet_topk",
+    freeanchor="freeanchor",
+    ltm="ltm",
+    ltm_af="ltm_af",
+)
 
 
 def _shapes_configs(suffix: str) -> Dict[str, str]:
@@ -110,7 +122,9 @@ class Study:
     """The runs of a study and, for each table row, the runs it averages."""
 
     runs: "OrderedDict[str, StudyRun]" = field(default_factory=OrderedDict)
-    main_rows: "OrderedDict[str, Dict[int, str]]" = field(default_factory=OrderedDict)  # label -> seed -> run
+    main_rows: "OrderedDict[str, Dict[int, str]]" = field(
+        default_factory=OrderedDict
+    )  # label -> seed -> run
     ablation_rows: List[Tuple[str, int, int, float, str]] = field(default_factory=list)
 
     def add(self, run: StudyRun) -> str:
@@ -125,8 +139,11 @@ def ltm_run_name(k: int, s: int, beta: float, seed: int) -> str:
 
 
 def plan_study(
-    preset: Preset, tables: Sequence[str] = ("main", "ablation"), seeds: Optional[Sequence[int]] = None,
-    dataset: Optional[str] = None, detectors: Sequence[str] = tuple(DETECTORS),
+    preset: Preset,
+    tables: Sequence[str] = ("main", "ablation"),
+    seeds: Optional[Sequence[int]] = None,
+    dataset: Optional[str] = None,
+    detectors: Sequence[str] = tuple(DETECTORS),
 ) -> Study:
     """
     The runs of the study: the main table (the `detectors`, keys of DETECTORS, every seed, seed
@@ -134,20 +151,34 @@ def plan_study(
     the first seed). Every run is evaluated on `dataset` (default: the preset's val split).
     """
     seeds = tuple(seeds or preset.seeds)
-    common = (*preset.opts, "DATASETS.TEST", f"('{dataset or preset.val_dataset}',)", "TEST.NMS_RECALL", "True")
+    common = (
+        *preset.opts,
+        "DATASETS.TEST",
+        f"('{dataset or preset.val_dataset}',)",
+        "TEST.NMS_RECALL",
+        "True",
+    )
     study = Study()
     if "main" in tables:
         for seed in seeds:
             for key in detectors:
-                run = StudyRun(f"{key}_seed{seed}", preset.configs[key], (*common, "SEED", str(seed)))
+                run = StudyRun(
+                    f"{key}_seed{seed}", preset.configs[key], (*common, "SEED", str(seed))
+                )
                 study.main_rows.setdefault(DETECTORS[key], {})[seed] = study.add(run)
     if "ablation" in tables:
         seed = seeds[0]
         for table, k, s, beta in ABLATIONS:
             opts = (*common, "SEED", str(seed))
             if (k, s, beta) != DEFAULT_BAG:  # else the same run as the main table's LTM
-                opts += ("MODEL.LTM.BAG_SIZE", str(k), "MODEL.LTM.BAG_SAMPLE", str(s),
-                         "MODEL.LTM.BBOX_REG_WEIGHT", str(beta))
+                opts += (
+                    "MODEL.LTM.BAG_SIZE",
+                    str(k),
+                    "MODEL.LTM.BAG_SAMPLE",
+                    str(s),
+                    "MODEL.LTM.BBOX_REG_WEIGHT",
+                    str(beta),
+                )
             run = StudyRun(ltm_run_name(k, s, beta, seed), preset.configs["ltm"], opts)
             study.ablation_rows.append((table, k, s, beta, study.add(run)))
     return study
@@ -155,8 +186,12 @@ def plan_study(
 
 def train_command(run: StudyRun, repo: str, output_dir: str, resume: bool) -> List[str]:
     """The command line of a run: `train_net.py` and the configs of the checkout `repo`."""
-    command = [sys.executable, os.path.join(repo, "train_net.py"), "--config-file",
-               os.path.join(repo, run.config_file)]
+    command = [
+        sys.executable,
+        os.path.join(repo, "train_net.py"),
+        "--config-file",
+        os.path.join(repo, run.config_file),
+    ]
     if resume:
         command.append("--resume")
     return command + ["OUTPUT_DIR", output_dir, *run.opts]
@@ -173,8 +208,11 @@ def run_result(run_dir: str, dataset: str) -> Dict[str, float]:
     if detections:
         coco_gt = coco_ground_truth(dataset, inference)
         coco_eval = evaluate_boxes(coco_gt, detections)
-        result = {"AP": average_precision(coco_eval), "AP50": 100.0 * float(coco_eval.stats[1]),
-                  "AP75": 100.0 * float(coco_eval.stats[2])}
+        result = {
+            "AP": average_precision(coco_eval),
+            "AP50": 100.0 * float(coco_eval.stats[1]),
+            "AP75": 100.0 * float(coco_eval.stats[2]),
+        }
         result.update(ap_on_image_groups(coco_gt, detections, group_images(coco_gt)))
     else:  # a detector that finds nothing
         result = dict.fromkeys(("AP", "AP50", "AP75", *CROWDEDNESS_GROUPS), 0.0)
@@ -217,7 +255,7 @@ class StudyRunner:
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         if len(cores) < self.jobs:
             return [set(cores)] * self.jobs
-        return [set(cores[i::self.jobs]) for i in range(self.jobs)]
+        return [set(cores[i :: self.jobs]) for i in range(self.jobs)]
 
     def _start(self, name: str, cores: set) -> subprocess.Popen:
         run_dir = self.run_dir(name)
@@ -228,8 +266,9 @@ class StudyRunner:
         with open(os.path.join(run_dir, "study_train.log"), "a") as log:
             log.write(" ".join(command) + "\n")
             log.flush()
-            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.repo,
-                                    preexec_fn=preexec)
+            return subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.repo, preexec_fn=preexec
+            )
 
     def _finish(self, name: str, seconds: float) -> Dict[str, float]:
         result = run_result(self.run_dir(name), self.dataset)
@@ -245,7 +284,9 @@ class StudyRunner:
         pending = self.pending()
         total, done, failed = len(pending), 0, []
         if total < len(self.study.runs):
-            logger.info(f"{len(self.study.runs) - total} runs already finished in {self.output_dir}")
+            logger.info(
+                f"{len(self.study.runs) - total} runs already finished in {self.output_dir}"
+            )
         free = self._core_sets()
         active: Dict[str, Tuple[subprocess.Popen, set, float]] = {}
         started, durations = time.perf_counter(), []
@@ -264,15 +305,19 @@ class StudyRunner:
                 seconds = time.perf_counter() - start
                 if process.returncode != 0:
                     failed.append(name)
-                    logger.error(f"[{done}/{total}] {name} failed (exit {process.returncode}); "
-                                 f"see {self.run_dir(name)}/study_train.log")
+                    logger.error(
+                        f"[{done}/{total}] {name} failed (exit {process.returncode}); "
+                        f"see {self.run_dir(name)}/study_train.log"
+                    )
                     continue
                 durations.append(seconds)
                 ap = self._finish(name, seconds)["AP"]
                 eta = np.mean(durations) * (total - done) / self.jobs
-                logger.info(f"[{done}/{total}] {name}: AP {ap:.1f} in {_format_duration(seconds)}; "
-                            f"elapsed {_format_duration(time.perf_counter() - started)}, "
-                            f"ETA {_format_duration(eta)}")
+                logger.info(
+                    f"[{done}/{total}] {name}: AP {ap:.1f} in {_format_duration(seconds)}; "
+                    f"elapsed {_format_duration(time.perf_counter() - started)}, "
+                    f"ETA {_format_duration(eta)}"
+                )
         return failed
 
 
@@ -292,13 +337,19 @@ def _cell(values: Sequence[float], signed: bool = False) -> str:
 
 def _finished(study: Study, results, label: str) -> List[Tuple[int, Dict[str, float]]]:
     """(seed, result) of each finished run of a main-table detector."""
-    return [(seed, results[name]) for seed, name in study.main_rows[label].items() if results.get(name)]
+    return [
+        (seed, results[name]) for seed, name in study.main_rows[label].items() if results.get(name)
+    ]
 
 
 def _paired_with_baseline(study: Study, results, label: str) -> List[Tuple[Dict, Dict]]:
     """(result, baseline result of the same seed) for each seed where both runs are finished."""
     label_of_baseline = DETECTORS[BASELINE]
-    baseline = dict(_finished(study, results, label_of_baseline)) if label_of_baseline in study.main_rows else {}
+    baseline = (
+        dict(_finished(study, results, label_of_baseline))
+        if label_of_baseline in study.main_rows
+        else {}
+    )
     return [(r, baseline[seed]) for seed, r in _finished(study, results, label) if seed in baseline]
 
 
@@ -311,31 +362,46 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
     crowdedness group and NMS recall; the AP gain over the baseline is paired by seed.
     """
     baseline = DETECTORS[BASELINE]
-    header = ["detector", "seeds", "AP", f"ΔAP vs {baseline}", *[
-        f"AP {c}" if c in CROWDEDNESS_GROUPS else c for c in MAIN_COLUMNS[1:]]]
+    header = [
+        "detector",
+        "seeds",
+        "AP",
+        f"ΔAP vs {baseline}",
+        *[f"AP {c}" if c in CROWDEDNESS_GROUPS else c for c in MAIN_COLUMNS[1:]],
+    ]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for label in study.main_rows:
         finished = [r for _, r in _finished(study, results, label)]
         gains = [r["AP"] - b["AP"] for r, b in _paired_with_baseline(study, results, label)]
-        cells = [label, str(len(finished)), _cell([r["AP"] for r in finished]),
-                 "—" if label == baseline else _cell(gains, signed=True)]
+        cells = [
+            label,
+            str(len(finished)),
+            _cell([r["AP"] for r in finished]),
+            "—" if label == baseline else _cell(gains, signed=True),
+        ]
         cells += [_cell([r[c] for r in finished]) for c in MAIN_COLUMNS[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
-    """Table 2's relative improvement over the baseline on each crowdedness group, paired by seed."""
+    """Table 2's relative improvement over the baseline on each crowdedness group, paired by
+    seed."""
     baseline = DETECTORS[BASELINE]
     groups = list(CROWDEDNESS_GROUPS)
-    lines = ["| detector | " + " | ".join(f"{g} (vs {baseline})" for g in groups) + " |",
-             "|---" * (len(groups) + 1) + "|"]
+    lines = [
+        "| detector | " + " | ".join(f"{g} (vs {baseline})" for g in groups) + " |",
+        "|---" * (len(groups) + 1) + "|",
+    ]
     for label in study.main_rows:
         if label == baseline:
             continue
         pairs = _paired_with_baseline(study, results, label)
-        cells = [_cell([relative_improvement(b[g], r[g]) for r, b in pairs], signed=True) + (
-            "%" if pairs else "") for g in groups]
+        cells = [
+            _cell([relative_improvement(b[g], r[g]) for r, b in pairs], signed=True)
+            + ("%" if pairs else "")
+            for g in groups
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -364,9 +430,17 @@ def plot_crowdedness(path: str, study: Study, results: Dict[str, Dict[str, float
         values = np.array([[r[g] for g in groups] for r in finished])  # (seeds, groups)
         mean = values.mean(axis=0)
         x = np.arange(len(groups)) + (i - (len(study.main_rows) - 1) / 2) * width
-        ax.bar(x, mean, width, label=label,
-               yerr=[mean - values.min(axis=0), values.max(axis=0) - mean], capsize=2)
-    ax.set_xticks(np.arange(len(groups)), ["all images", *[f"{g} images" for g in CROWDEDNESS_GROUPS]])
+        ax.bar(
+            x,
+            mean,
+            width,
+            label=label,
+            yerr=[mean - values.min(axis=0), values.max(axis=0) - mean],
+            capsize=2,
+        )
+    ax.set_xticks(
+        np.arange(len(groups)), ["all images", *[f"{g} images" for g in CROWDEDNESS_GROUPS]]
+    )
     ax.set_ylabel("AP (%)")
     ax.set_title("AP by crowdedness (mean over seeds; whiskers: min and max)")
     ax.grid(axis="y", alpha=0.3)
@@ -380,8 +454,12 @@ def write_report(study: Study, runner: StudyRunner, header: str) -> str:
     results = {name: runner.result(name) for name in study.runs}
     parts = [header]
     if study.main_rows:
-        parts += ["## Detectors (Tables 1, 2, 4)", main_table(study, results),
-                  "### Relative AP gain by crowdedness (Table 2)", crowdedness_gain_table(study, results)]
+        parts += [
+            "## Detectors (Tables 1, 2, 4)",
+            main_table(study, results),
+            "### Relative AP gain by crowdedness (Table 2)",
+            crowdedness_gain_table(study, results),
+        ]
         plot_crowdedness(os.path.join(runner.output_dir, "crowdedness.png"), study, results)
     if study.ablation_rows:
         parts += ["## LTM ablations (Tables 3, 5)", ablation_table(study, results)]

@@ -2,6 +2,7 @@
 Pictures of detections with Detectron2's Visualizer, shared by demo/demo.py and
 tools/draw_detections.py: panels (ground truth, one model's detections) laid side by side.
 """
+
 from typing import List
 
 import cv2
@@ -42,8 +43,11 @@ def safe_predictor(cfg: CfgNode) -> DefaultPredictor:
     return predictor
 
 
-def confident_detections(predictor: DefaultPredictor, bgr: np.ndarray, threshold: float) -> Instances:
-    """The detections of score >= `threshold` of `predictor` on an (H, W, 3) BGR image, on the CPU."""
+def confident_detections(
+    predictor: DefaultPredictor, bgr: np.ndarray, threshold: float
+) -> Instances:
+    """The detections of score >= `threshold` of `predictor` on an (H, W, 3) BGR image, on the
+    CPU."""
     instances = predictor(bgr)["instances"].to("cpu")
     return instances[instances.scores >= threshold]
 
@@ -67,8 +71,16 @@ def draw_detections(rgb: np.ndarray, instances: Instances, metadata: Metadata) -
 def with_title(panel: np.ndarray, title: str) -> np.ndarray:
     """The (H, W, 3) RGB `panel` under a white strip that carries `title`."""
     strip = np.full((TITLE_HEIGHT, panel.shape[1], 3), 255, dtype=np.uint8)
-    cv2.putText(strip, title, (6, TITLE_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
-                cv2.LINE_AA)
+    cv2.putText(
+        strip,
+        title,
+        (6, TITLE_HEIGHT - 9),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.6,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
     return np.vstack([strip, panel])
 
 

@@ -1,4 +1,5 @@
 """Fixtures shared by the tests; their helper functions are in tests/support/."""
+
 import pytest
 
 from support import CUDA

@@ -1,4 +1,5 @@
 """tools/analyze_model.py and ltm_d2/deploy/model_analysis.py on the tiny config."""
+
 import re
 
 import pytest
@@ -16,7 +17,9 @@ SIZE = (64, 96)
 def costs():
     """The ModelCost of the tiny LTM, RetinaNet and LTM-AF models at SIZE."""
     return {
-        architecture: model_cost(build_model(tiny_cfg("MODEL.META_ARCHITECTURE", architecture)).eval(), SIZE)
+        architecture: model_cost(
+            build_model(tiny_cfg("MODEL.META_ARCHITECTURE", architecture)).eval(), SIZE
+        )
         for architecture in ("LTM", "RetinaNet", "LTMAF")
     }
 
@@ -30,7 +33,10 @@ def test_ltm_af_has_the_head_outputs_of_one_anchor_per_location_instead_of_nine(
     cfg = tiny_cfg()
     outputs_per_anchor = cfg.MODEL.RETINANET.NUM_CLASSES + 4
     weights_per_output = cfg.MODEL.FPN.OUT_CHANNELS * 3 * 3 + 1  # the 3x3 prediction convs and bias
-    assert costs["LTM"].parameters - costs["LTMAF"].parameters == 8 * outputs_per_anchor * weights_per_output
+    assert (
+        costs["LTM"].parameters - costs["LTMAF"].parameters
+        == 8 * outputs_per_anchor * weights_per_output
+    )
 
 
 def test_the_tool_prints_one_row_per_config_at_its_test_size_by_default(tmp_path, capsys):
@@ -40,7 +46,11 @@ def test_the_tool_prints_one_row_per_config_at_its_test_size_by_default(tmp_path
         ["--config-file", TINY_CONFIG, "--config-file", str(retinanet), "MODEL.DEVICE", "cpu"]
     )
     printed = capsys.readouterr().out
-    rows = re.findall(r"^\| (\S+) \| (\w+) \| (\d+x\d+) \| ([\d.]+) M \| ([\d.]+) G \|", printed, re.M)
-    assert [row[:3] for row in rows] == [("ltm_R_18_FPN_tiny", "LTM", "128x128"),
-                                         ("retinanet_tiny", "RetinaNet", "128x128")]
+    rows = re.findall(
+        r"^\| (\S+) \| (\w+) \| (\d+x\d+) \| ([\d.]+) M \| ([\d.]+) G \|", printed, re.M
+    )
+    assert [row[:3] for row in rows] == [
+        ("ltm_R_18_FPN_tiny", "LTM", "128x128"),
+        ("retinanet_tiny", "RetinaNet", "128x128"),
+    ]
     assert rows[0][3:] == rows[1][3:] and float(rows[0][3]) > 0

@@ -1,4 +1,6 @@
-"""Anchor coverage: positives under RetinaNet's IoU rule, best and K-th best anchor IoU per object."""
+"""Anchor coverage: positives under RetinaNet's IoU rule, best and K-th best anchor IoU per
+object."""
+
 import runpy
 import sys
 
@@ -18,7 +20,9 @@ ANCHORS = Boxes(torch.tensor([[0.0, 0, 20, 20], [10, 0, 30, 20], [100, 100, 120,
 
 
 def test_an_object_with_an_aligned_anchor_has_one_positive_and_best_iou_one():
-    coverage = object_coverage(Boxes(torch.tensor([[0.0, 0, 20, 20]])), ANCHORS, MATCHER, bag_size=2)
+    coverage = object_coverage(
+        Boxes(torch.tensor([[0.0, 0, 20, 20]])), ANCHORS, MATCHER, bag_size=2
+    )
     assert coverage.positives.tolist() == [1]
     assert coverage.best_iou.tolist() == [1.0]
     assert coverage.kth_iou.tolist() == [pytest.approx(1 / 3)]
@@ -46,7 +50,9 @@ def run_tool(capsys, monkeypatch, *args):
 
 
 def test_tool_prints_a_row_per_category_and_one_for_all_objects(capsys, monkeypatch):
-    code, out = run_tool(capsys, monkeypatch, "--config-file", TINY_CONFIG, "--dataset", "ltm_shapes_mini_val")
+    code, out = run_tool(
+        capsys, monkeypatch, "--config-file", TINY_CONFIG, "--dataset", "ltm_shapes_mini_val"
+    )
     assert code == 0
     rows = [line for line in out.splitlines() if line.startswith("| ") and "category" not in line]
     assert [row.split(" | ")[0] for row in rows][-1] == "| all"
@@ -54,5 +60,7 @@ def test_tool_prints_a_row_per_category_and_one_for_all_objects(capsys, monkeypa
 
 
 def test_tool_refuses_an_anchor_free_detector(capsys, monkeypatch):
-    code, _ = run_tool(capsys, monkeypatch, "--config-file", TINY_CONFIG, "MODEL.META_ARCHITECTURE", "LTMAF")
+    code, _ = run_tool(
+        capsys, monkeypatch, "--config-file", TINY_CONFIG, "MODEL.META_ARCHITECTURE", "LTMAF"
+    )
     assert "has no anchors" in str(code)

@@ -1,4 +1,5 @@
 """Fitting anchors to a dataset: the scale c x stride of every level's base size, the bag size K."""
+
 import os
 import shlex
 import subprocess
@@ -23,15 +24,27 @@ from ltm_d2.analysis.anchor_fitting import (
 from support import REPO, TINY_CONFIG, tiny_cfg
 from support.user_data import make_images, write_csv
 
-TINY_SIZES = [[16.0, 20.16, 25.4], [32.0, 40.32, 50.8], [64.0, 80.63, 101.59], [128.0, 161.27, 203.19],
-              [256.0, 322.54, 406.37]]
+TINY_SIZES = [
+    [16.0, 20.16, 25.4],
+    [32.0, 40.32, 50.8],
+    [64.0, 80.63, 101.59],
+    [128.0, 161.27, 203.19],
+    [256.0, 322.54, 406.37],
+]
 
 
 def square_objects(side: float, count: int = 12, image: int = 128):
     """`count` 128 x 128 images, each with one square of `side` px at a position of its own."""
     offsets = torch.linspace(0, image - side, count)  # (count,)
-    return [ImageObjects(image, image, Boxes(torch.tensor([[o, o / 2, o + side, o / 2 + side]])),
-                         torch.zeros(1, dtype=torch.long)) for o in offsets.tolist()]
+    return [
+        ImageObjects(
+            image,
+            image,
+            Boxes(torch.tensor([[o, o / 2, o + side, o / 2 + side]])),
+            torch.zeros(1, dtype=torch.long),
+        )
+        for o in offsets.tolist()
+    ]
 
 
 def score(share, positives):
@@ -117,11 +130,21 @@ def test_the_command_refuses_an_anchor_free_detector():
 
 def test_objects_of_big_images_are_measured_in_their_tiles_when_tiling_is_on():
     from detectron2.structures import BoxMode
+
     from ltm_d2.analysis.anchor_coverage import input_objects
 
-    record = {"file_name": "big.png", "image_id": 0, "height": 512, "width": 512,
-              "annotations": [{"bbox": [10.0, 10.0, 74.0, 74.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}
-    whole = input_objects([record], tiny_cfg())  # resized 512 -> 128: the 64 px object becomes 16 px
+    record = {
+        "file_name": "big.png",
+        "image_id": 0,
+        "height": 512,
+        "width": 512,
+        "annotations": [
+            {"bbox": [10.0, 10.0, 74.0, 74.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
+        ],
+    }
+    whole = input_objects(
+        [record], tiny_cfg()
+    )  # resized 512 -> 128: the 64 px object becomes 16 px
     tiled = input_objects([record], tiny_cfg("INPUT.TILING.SIZE", 128, "INPUT.TILING.OVERLAP", 0.0))
     assert whole[0].boxes.area().sqrt().item() == 16.0
     assert [len(image.boxes) for image in tiled] == [1]

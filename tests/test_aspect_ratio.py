@@ -1,10 +1,16 @@
 """The aspect-ratio analysis (Fig. 7, Fig. 8) on a hand-made two-category case."""
+
 import cv2
 import numpy as np
 import pytest
 
 from ltm_d2.analysis.aspect_ratio import category_aspect_ratios, fit_line
-from ltm_d2.evaluation.coco_ap import coco_ground_truth, evaluate_boxes, load_detections, per_category_ap
+from ltm_d2.evaluation.coco_ap import (
+    coco_ground_truth,
+    evaluate_boxes,
+    load_detections,
+    per_category_ap,
+)
 
 from support import load_tool
 from support.hand_made import perfect_detections, register_coco_dataset, write_detections
@@ -36,7 +42,9 @@ def test_category_aspect_ratio_is_the_mean_of_max_w_h_and_h_w(two_categories):
 
 def test_per_category_ap_of_hand_made_detections(two_categories, tmp_path):
     detections = load_detections(write_detections(tmp_path / "d.json", squares_only()))
-    assert per_category_ap(evaluate_boxes(two_categories, detections)).tolist() == pytest.approx([100.0, 0.0])
+    assert per_category_ap(evaluate_boxes(two_categories, detections)).tolist() == pytest.approx(
+        [100.0, 0.0]
+    )
 
 
 def test_fitted_line_through_hand_made_gains():
@@ -53,8 +61,9 @@ def test_tool_prints_the_slope_and_writes_figures_7_and_8(two_categories, tmp_pa
     baseline = write_detections(tmp_path / "baseline.json", squares_only())
     new = write_detections(tmp_path / "new.json", perfect_detections(IMAGES))
     out = tmp_path / "out"
-    load_tool("tools/aspect_ratio.py").main(["--dataset", "hand_made_aspect_ratio", "--results", baseline, new,
-                                    "--output", str(out)])
+    load_tool("tools/aspect_ratio.py").main(
+        ["--dataset", "hand_made_aspect_ratio", "--results", baseline, new, "--output", str(out)]
+    )
     printed = capsys.readouterr().out
     assert "| square | 1.00 | 100.0 | 100.0 | +0.0 |" in printed
     assert "| bar | 3.00 | 0.0 | 100.0 | +100.0 |" in printed

@@ -1,4 +1,6 @@
-"""A crash while a checkpoint is written leaves the previous checkpoint and last_checkpoint valid."""
+"""A crash while a checkpoint is written leaves the previous checkpoint and last_checkpoint
+valid."""
+
 import os
 import subprocess
 import sys
@@ -7,8 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from ltm_d2.checkpoint import SafeCheckpointer, write_atomically
-from ltm_d2.checkpoint import safe_checkpointer
+from ltm_d2.checkpoint import SafeCheckpointer, safe_checkpointer, write_atomically
 
 from support import REPO
 
@@ -68,7 +69,10 @@ KILLED_WHILE_WRITING = textwrap.dedent(
 def test_a_process_killed_while_writing_leaves_the_previous_checkpoint_valid(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", KILLED_WHILE_WRITING, str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == -9, result.stderr[-2000:]
     assert not (tmp_path / "model_0000003.pth").exists()

@@ -1,4 +1,5 @@
 """Images that cannot be read during training are skipped, counted, logged, and bounded."""
+
 import itertools
 import logging
 

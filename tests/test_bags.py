@@ -1,4 +1,5 @@
 """The anchor bag builder: the K anchors of largest IoU with each object."""
+
 import torch
 
 from detectron2.structures import Boxes, pairwise_iou
@@ -10,7 +11,10 @@ from ltm_d2.modeling.bags import anchor_bags, sample_bags
 def grid_anchors(size=64, step=8, sides=(8, 16, 32)):
     centres = torch.arange(step / 2, size, step)
     cy, cx = torch.meshgrid(centres, centres, indexing="ij")
-    boxes = [torch.stack([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], -1).reshape(-1, 4) for s in sides]
+    boxes = [
+        torch.stack([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], -1).reshape(-1, 4)
+        for s in sides
+    ]
     return Boxes(torch.cat(boxes))
 
 
@@ -42,7 +46,9 @@ def test_bags_of_an_image_without_objects_are_empty():
 
 def test_bags_computed_in_blocks_of_objects_equal_those_of_the_whole_iou_matrix(monkeypatch):
     anchors = grid_anchors()
-    gt = Boxes(torch.tensor([[3.0, 5.0, 27.0, 19.0], [30.0, 31.0, 60.0, 61.0], [0.0, 0.0, 9.0, 40.0]]))
+    gt = Boxes(
+        torch.tensor([[3.0, 5.0, 27.0, 19.0], [30.0, 31.0, 60.0, 61.0], [0.0, 0.0, 9.0, 40.0]])
+    )
     monkeypatch.setattr(blocks, "PAIRS_PER_BLOCK", len(anchors))  # one object per block
     bags, member_iou = anchor_bags(anchors, gt, bag_size=12)
     expected_iou, expected_bags = pairwise_iou(gt, anchors).topk(12, dim=1)

@@ -2,6 +2,7 @@
 The background term and FreeAnchor's suppression computed a block at a time equal the same
 computed whole, value and gradient, when the blocks cut through the input.
 """
+
 import pytest
 import torch
 

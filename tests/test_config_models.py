@@ -1,4 +1,5 @@
 """The model of every shipped config builds on the CPU and trains for one forward pass."""
+
 import glob
 import os
 
@@ -23,8 +24,12 @@ def build_backbone_once_per_geometry(cfg, input_shape=None):
     its features computed once per input: building and running a ResNet-101 take seconds, and the
     detectors around the backbone are what the configs vary.
     """
-    key = (len(cfg.MODEL.PIXEL_MEAN), cfg.MODEL.BACKBONE.dump(), cfg.MODEL.RESNETS.dump(),
-           cfg.MODEL.FPN.dump())
+    key = (
+        len(cfg.MODEL.PIXEL_MEAN),
+        cfg.MODEL.BACKBONE.dump(),
+        cfg.MODEL.RESNETS.dump(),
+        cfg.MODEL.FPN.dump(),
+    )
     if key not in _backbones:
         backbone = build_backbone_of_detectron2(cfg, input_shape)
         features = {}
@@ -66,8 +71,11 @@ def test_config_model_builds_and_runs_one_training_forward_pass(path, monkeypatc
     assert type(model).__name__ == cfg.MODEL.META_ARCHITECTURE
     if cfg.MODEL.META_ARCHITECTURE != "RetinaNet":
         assert (model.matching, model.bag_size, model.bag_sample, model.bbox_reg_weight) == (
-            cfg.MODEL.LTM.MATCHING, cfg.MODEL.LTM.BAG_SIZE, cfg.MODEL.LTM.BAG_SAMPLE,
-            cfg.MODEL.LTM.BBOX_REG_WEIGHT)
+            cfg.MODEL.LTM.MATCHING,
+            cfg.MODEL.LTM.BAG_SIZE,
+            cfg.MODEL.LTM.BAG_SAMPLE,
+            cfg.MODEL.LTM.BBOX_REG_WEIGHT,
+        )
     model.train()
     with torch.no_grad():
         losses = model([make_input([[8.0, 6.0, 40.0, 30.0]], [0], (64, 64))])

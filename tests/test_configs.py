@@ -1,4 +1,5 @@
 """Every shipped config loads with safe YAML; each detector keeps its own recipe everywhere."""
+
 import glob
 import os
 
@@ -32,7 +33,11 @@ def test_config_loads_without_unsafe_yaml(path):
 def test_ltm_config_has_the_authors_ltm_defaults():
     cfg = load(os.path.join(REPO, "configs/COCO-Detection/ltm_R_50_FPN_1x.yaml"))
     assert cfg.MODEL.META_ARCHITECTURE == "LTM"
-    assert (cfg.MODEL.LTM.MATCHING, cfg.MODEL.LTM.BAG_SIZE, cfg.MODEL.LTM.BBOX_REG_WEIGHT) == ("ltm", 40, 0.5)
+    assert (cfg.MODEL.LTM.MATCHING, cfg.MODEL.LTM.BAG_SIZE, cfg.MODEL.LTM.BBOX_REG_WEIGHT) == (
+        "ltm",
+        40,
+        0.5,
+    )
     assert cfg.MODEL.LTM.SMOOTH_L1_BETA == pytest.approx(1 / 9)
     assert tuple(cfg.MODEL.RETINANET.BBOX_REG_WEIGHTS) == (10, 10, 5, 5)
     assert cfg.MODEL.RETINANET.PRIOR_PROB == 0.02
@@ -43,7 +48,12 @@ def test_ltm_config_has_the_authors_ltm_defaults():
 def test_freeanchor_config_has_the_official_freeanchor_defaults():
     cfg = load(os.path.join(REPO, "configs/COCO-Detection/freeanchor_R_50_FPN_1x.yaml"))
     ltm = cfg.MODEL.LTM
-    assert (ltm.MATCHING, ltm.BAG_SIZE, ltm.BBOX_REG_WEIGHT, ltm.SMOOTH_L1_BETA) == ("freeanchor", 50, 0.75, 0.11)
+    assert (ltm.MATCHING, ltm.BAG_SIZE, ltm.BBOX_REG_WEIGHT, ltm.SMOOTH_L1_BETA) == (
+        "freeanchor",
+        50,
+        0.75,
+        0.11,
+    )
     assert (ltm.IOU_THRESHOLD, ltm.FOCAL_LOSS_ALPHA, ltm.FOCAL_LOSS_GAMMA) == (0.6, 0.5, 2.0)
     assert cfg.SOLVER.BASE_LR == 0.01 and not cfg.SOLVER.CLIP_GRADIENTS.ENABLED
 
@@ -55,18 +65,33 @@ def test_retinanet_baseline_has_the_inputs_and_schedule_of_ltm():
     for key in ("INPUT", "DATASETS"):
         assert base[key] == ltm[key]
     assert (base.SOLVER.STEPS, base.SOLVER.MAX_ITER, base.SOLVER.IMS_PER_BATCH) == (
-        ltm.SOLVER.STEPS, ltm.SOLVER.MAX_ITER, ltm.SOLVER.IMS_PER_BATCH)
+        ltm.SOLVER.STEPS,
+        ltm.SOLVER.MAX_ITER,
+        ltm.SOLVER.IMS_PER_BATCH,
+    )
 
 
-# Each detector's own recipe (docs/recipes.md): the settings that are the detector's, not the data's.
+# Each detector's own recipe (docs/recipes.md): the settings that are the detector's, not the
+# data's.
 RECIPE_KEYS = (
-    "MODEL.META_ARCHITECTURE", "SOLVER.BASE_LR", "SOLVER.CLIP_GRADIENTS.ENABLED",
-    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "MODEL.RETINANET.BBOX_REG_WEIGHTS",
-    "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", "MODEL.RETINANET.PRIOR_PROB",
-    "MODEL.RETINANET.IOU_THRESHOLDS", "MODEL.RETINANET.FOCAL_LOSS_ALPHA",
-    "MODEL.RETINANET.FOCAL_LOSS_GAMMA", "MODEL.RETINANET.NORM", "MODEL.LTM.MATCHING",
-    "MODEL.LTM.BAG_SAMPLE", "MODEL.LTM.BBOX_REG_WEIGHT", "MODEL.LTM.SMOOTH_L1_BETA",
-    "MODEL.LTM.IOU_THRESHOLD", "MODEL.LTM.FOCAL_LOSS_ALPHA", "MODEL.LTM.FOCAL_LOSS_GAMMA",
+    "MODEL.META_ARCHITECTURE",
+    "SOLVER.BASE_LR",
+    "SOLVER.CLIP_GRADIENTS.ENABLED",
+    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+    "MODEL.RETINANET.BBOX_REG_WEIGHTS",
+    "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA",
+    "MODEL.RETINANET.PRIOR_PROB",
+    "MODEL.RETINANET.IOU_THRESHOLDS",
+    "MODEL.RETINANET.FOCAL_LOSS_ALPHA",
+    "MODEL.RETINANET.FOCAL_LOSS_GAMMA",
+    "MODEL.RETINANET.NORM",
+    "MODEL.LTM.MATCHING",
+    "MODEL.LTM.BAG_SAMPLE",
+    "MODEL.LTM.BBOX_REG_WEIGHT",
+    "MODEL.LTM.SMOOTH_L1_BETA",
+    "MODEL.LTM.IOU_THRESHOLD",
+    "MODEL.LTM.FOCAL_LOSS_ALPHA",
+    "MODEL.LTM.FOCAL_LOSS_GAMMA",
     "MODEL.LTM.POINT_CENTRAL_REGION",
 )
 # COCO config of each detector -> its configs on the bundled dataset.
@@ -109,13 +134,18 @@ def test_anchors_and_bag_size_are_shared_by_the_detectors_of_the_bundled_dataset
         assert cfg.MODEL.ANCHOR_GENERATOR == ltm.MODEL.ANCHOR_GENERATOR
         assert cfg.MODEL.LTM.BAG_SIZE == ltm.MODEL.LTM.BAG_SIZE
         assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.INPUT) == (
-            ltm.SOLVER.MAX_ITER, ltm.SOLVER.STEPS, ltm.INPUT)
+            ltm.SOLVER.MAX_ITER,
+            ltm.SOLVER.STEPS,
+            ltm.INPUT,
+        )
 
 
 def test_a_config_with_a_python_tag_is_refused(tmp_path):
     unsafe = tmp_path / "unsafe.yaml"
-    unsafe.write_text('_BASE_: "%s"\nMODEL:\n  LTM:\n    BAG_SIZE: !!python/object/apply:eval ["40"]\n'
-                      % os.path.join(REPO, "configs", "Base-LTM.yaml"))
+    unsafe.write_text(
+        '_BASE_: "%s"\nMODEL:\n  LTM:\n    BAG_SIZE: !!python/object/apply:eval ["40"]\n'
+        % os.path.join(REPO, "configs", "Base-LTM.yaml")
+    )
     with pytest.raises(Exception, match="python/object/apply:eval"):
         load(str(unsafe))
 
@@ -130,12 +160,15 @@ def test_coco_config_is_defined_for_8_gpus_of_2_images(path):
     assert (solver.REFERENCE_WORLD_SIZE, solver.IMS_PER_BATCH) == (8, 16)
 
 
-@pytest.mark.parametrize("workers, batch, lr, max_iter, steps, warmup, checkpoint", [
-    (1, 2, 0.000625, 720000, (480000, 640000), 8000, 40000),
-    (2, 4, 0.00125, 360000, (240000, 320000), 4000, 20000),
-    (4, 8, 0.0025, 180000, (120000, 160000), 2000, 10000),
-    (16, 32, 0.01, 45000, (30000, 40000), 500, 2500),
-])
+@pytest.mark.parametrize(
+    "workers, batch, lr, max_iter, steps, warmup, checkpoint",
+    [
+        (1, 2, 0.000625, 720000, (480000, 640000), 8000, 40000),
+        (2, 4, 0.00125, 360000, (240000, 320000), 4000, 20000),
+        (4, 8, 0.0025, 180000, (120000, 160000), 2000, 10000),
+        (16, 32, 0.01, 45000, (30000, 40000), 500, 2500),
+    ],
+)
 def test_coco_schedule_follows_the_number_of_gpus(
     workers, batch, lr, max_iter, steps, warmup, checkpoint
 ):

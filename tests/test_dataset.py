@@ -1,4 +1,5 @@
 """The bundled shapes dataset."""
+
 import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog

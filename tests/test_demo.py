@@ -1,4 +1,5 @@
 """demo/demo.py: detections of one model, or of two side by side, on image files and globs."""
+
 import fnmatch
 import os
 import re
@@ -35,14 +36,31 @@ def images(tmp_path):
 
 def run_demo(*args):
     load_tool("demo/demo.py").main(
-        ["--config-file", TINY_CONFIG, *args, "--opts", "MODEL.DEVICE", "cpu", "TEST.DETECTIONS_PER_IMAGE", "5"]
+        [
+            "--config-file",
+            TINY_CONFIG,
+            *args,
+            "--opts",
+            "MODEL.DEVICE",
+            "cpu",
+            "TEST.DETECTIONS_PER_IMAGE",
+            "5",
+        ]
     )
 
 
 def test_one_model_on_a_glob_writes_one_picture_per_image(tmp_path, weights, images, capsys):
     out = tmp_path / "out"
-    run_demo("--weights", weights, "--input", str(images / "*.png"), "--output", str(out),
-             "--confidence-threshold", "0.3")
+    run_demo(
+        "--weights",
+        weights,
+        "--input",
+        str(images / "*.png"),
+        "--output",
+        str(out),
+        "--confidence-threshold",
+        "0.3",
+    )
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
     picture = cv2.imread(str(out / "a.png"))
     assert picture.shape[:2] == (384, 512)  # drawn enlarged to a longer side of 512
@@ -62,9 +80,23 @@ def test_the_usage_example_globs_the_images_the_bundled_dataset_writes():
 
 def test_two_models_are_drawn_side_by_side_under_their_names(tmp_path, weights, images, capsys):
     out = tmp_path / "out"
-    run_demo("--weights", weights, "--compare-config-file", TINY_CONFIG, "--compare-weights", weights,
-             "--names", "first", "second", "--input", str(images / "a.png"), "--output", str(out),
-             "--confidence-threshold", "0.3")
+    run_demo(
+        "--weights",
+        weights,
+        "--compare-config-file",
+        TINY_CONFIG,
+        "--compare-weights",
+        weights,
+        "--names",
+        "first",
+        "second",
+        "--input",
+        str(images / "a.png"),
+        "--output",
+        str(out),
+        "--confidence-threshold",
+        "0.3",
+    )
     assert "detections first: 5, second: 5" in capsys.readouterr().out
     picture = cv2.imread(str(out / "a.png"))
     assert picture.shape[:2] == (28 + 384, 512 + 4 + 512)  # title strip; two panels and a gap
@@ -72,10 +104,16 @@ def test_two_models_are_drawn_side_by_side_under_their_names(tmp_path, weights, 
         assert title.max() == 255 and title.min() < 100  # dark text on white
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--input", "no/such/*.png"], "--input no/such/*.png: no such file"),
-    (["--weights", "missing.pth", "--input", "IMAGES"], "checkpoint missing.pth does not exist"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--input", "no/such/*.png"], "--input no/such/*.png: no such file"),
+        (
+            ["--weights", "missing.pth", "--input", "IMAGES"],
+            "checkpoint missing.pth does not exist",
+        ),
+    ],
+)
 def test_a_missing_file_is_named(tmp_path, images, arguments, message):
     arguments = [str(images / "a.png") if a == "IMAGES" else a for a in arguments]
     with pytest.raises(SystemExit, match=message.replace("*", r"\*")):
@@ -88,8 +126,16 @@ def test_a_video_is_written_with_its_frames_drawn_at_their_size(tmp_path, weight
     for _ in range(4):
         writer.write(np.full((48, 64, 3), 128, dtype=np.uint8))  # grey: boxes drawn on it stand out
     writer.release()
-    run_demo("--weights", weights, "--video-input", video, "--output", str(tmp_path / "out"),
-             "--confidence-threshold", "0.3")
+    run_demo(
+        "--weights",
+        weights,
+        "--video-input",
+        video,
+        "--output",
+        str(tmp_path / "out"),
+        "--confidence-threshold",
+        "0.3",
+    )
     assert "Video of 4 frames written to" in capsys.readouterr().out
     drawn = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
     frames = []

@@ -3,6 +3,7 @@ CPU workers (gloo) training together: the gradient of W workers equals that of o
 union of their batches (the all-reduced normalisation), with 2 and 3 workers and with a worker
 whose images have no objects; an exception in one worker ends the run with its traceback.
 """
+
 import os
 import subprocess
 import sys
@@ -21,7 +22,9 @@ SIZE = (64, 64)
 
 
 def image(num_objects, seed):
-    return make_input(random_boxes(num_objects, SIZE, seed), torch.arange(num_objects) % 6, SIZE, seed=seed)
+    return make_input(
+        random_boxes(num_objects, SIZE, seed), torch.arange(num_objects) % 6, SIZE, seed=seed
+    )
 
 
 # The images of each worker. Different object counts per worker, so that a per-worker
@@ -29,7 +32,11 @@ def image(num_objects, seed):
 LAYOUTS = {
     "2 workers": lambda: [[image(1, 0)], [image(6, 1)]],
     "2 workers, one without objects": lambda: [[image(3, 0)], [image(0, 1)]],
-    "3 workers, one without objects": lambda: [[image(1, 0), image(4, 3)], [image(0, 1), image(0, 4)], [image(6, 2), image(2, 5)]],
+    "3 workers, one without objects": lambda: [
+        [image(1, 0), image(4, 3)],
+        [image(0, 1), image(0, 4)],
+        [image(6, 2), image(2, 5)],
+    ],
 }
 
 
@@ -39,7 +46,11 @@ def gradients(mode, batched_inputs):
     model = create_ddp_model(build_tiny_model("MODEL.LTM.MATCHING", mode))
     with EventStorage(0):
         sum(model(batched_inputs).values()).backward()
-    return {k.removeprefix("module."): p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    return {
+        k.removeprefix("module."): p.grad.clone()
+        for k, p in model.named_parameters()
+        if p.grad is not None
+    }
 
 
 def worker(mode, layout, out_dir):
@@ -90,8 +101,14 @@ FAILING_RUN = textwrap.dedent(
 def test_an_exception_in_one_worker_ends_the_run_with_its_traceback():
     result = subprocess.run(
         [sys.executable, "-c", FAILING_RUN, os.path.join(REPO, "tests")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert "ValueError: worker 1 found something wrong" in result.stderr
-    assert 'in fail_in_worker_1\n    raise ValueError("worker 1 found something wrong")' in result.stderr
+    assert (
+        'in fail_in_worker_1\n    raise ValueError("worker 1 found something wrong")'
+        in result.stderr
+    )

@@ -1,5 +1,6 @@
 """tools/export_model.py and ltm_d2/deploy/export.py: TorchScript and ONNX exports of LTM and
 LTM-AF on the tiny config, each checked against the eager model on inputs of other sizes."""
+
 import re
 
 import cv2
@@ -41,7 +42,9 @@ def spread_model(*opts):
 def weights(request, tmp_path_factory):
     """(architecture, its checkpoint with spread scores)."""
     folder = tmp_path_factory.mktemp("weights")
-    SafeCheckpointer(spread_model(*ARCHITECTURES[request.param]), save_dir=str(folder)).save("model")
+    SafeCheckpointer(spread_model(*ARCHITECTURES[request.param]), save_dir=str(folder)).save(
+        "model"
+    )
     return request.param, str(folder / "model.pth")
 
 
@@ -56,15 +59,29 @@ def export(tmp_path, capsys, sample_image, weights, *args):
     """Run the tool on the model of `weights`; returns its exit code and the rows of its table."""
     architecture, path = weights
     code = load_tool("tools/export_model.py").main(
-        ["--config-file", TINY_CONFIG, "--output", str(tmp_path / "exported"), "--sample-image", sample_image,
-         *args, *ARCHITECTURES[architecture], "MODEL.WEIGHTS", path, "MODEL.DEVICE", "cpu",
-         "TEST.DETECTIONS_PER_IMAGE", "50"]
+        [
+            "--config-file",
+            TINY_CONFIG,
+            "--output",
+            str(tmp_path / "exported"),
+            "--sample-image",
+            sample_image,
+            *args,
+            *ARCHITECTURES[architecture],
+            "MODEL.WEIGHTS",
+            path,
+            "MODEL.DEVICE",
+            "cpu",
+            "TEST.DETECTIONS_PER_IMAGE",
+            "50",
+        ]
     )
     printed = capsys.readouterr().out
     print(printed)
     rows = re.findall(
         r"^\s+(\d+)x(\d+)( \(traced\))?\s+(\d+)/(\d+)\s+(\S+)\s+(\S+)\s+(\d+/\d+)\s+(\d+/\d+)\s",
-        printed, re.M,
+        printed,
+        re.M,
     )
     return code, rows
 
@@ -92,15 +109,19 @@ def test_onnx_matches_the_eager_model_within_tolerance_on_other_sizes(
     code, rows = export(tmp_path, capsys, sample_image, weights, "--format", "onnx")
     assert code == 0 and (tmp_path / "exported" / "model.onnx").is_file()
     assert_checked_on_other_sizes(rows)
-    assert all(float(boxes) <= 1e-2 and float(scores) <= 1e-4 and unmatched == ties == "0/0"
-               for *_, boxes, scores, unmatched, ties in rows)
+    assert all(
+        float(boxes) <= 1e-2 and float(scores) <= 1e-4 and unmatched == ties == "0/0"
+        for *_, boxes, scores, unmatched, ties in rows
+    )
 
 
 def test_scripting_equals_the_eager_model_bitwise_for_ltm_and_is_refused_for_ltm_af(
     weights, tmp_path, capsys, sample_image
 ):
     if weights[0] == "LTMAF":
-        with pytest.raises(SystemExit, match="LTM-AF cannot be scripted: .*Linear, is not a TorchScript"):
+        with pytest.raises(
+            SystemExit, match="LTM-AF cannot be scripted: .*Linear, is not a TorchScript"
+        ):
             export(tmp_path, capsys, sample_image, weights, "--export-method", "scripting")
         return
     code, rows = export(tmp_path, capsys, sample_image, weights, "--export-method", "scripting")
@@ -112,8 +133,16 @@ def test_scripting_equals_the_eager_model_bitwise_for_ltm_and_is_refused_for_ltm
 
 def test_scripting_to_onnx_is_refused(tmp_path, capsys, sample_image):
     with pytest.raises(SystemExit, match="scripting writes --format torchscript only"):
-        export(tmp_path, capsys, sample_image, ("LTM", ""), "--export-method", "scripting", "--format",
-               "onnx")
+        export(
+            tmp_path,
+            capsys,
+            sample_image,
+            ("LTM", ""),
+            "--export-method",
+            "scripting",
+            "--format",
+            "onnx",
+        )
 
 
 def test_the_check_reports_an_export_that_differs(sample_image):
@@ -127,7 +156,7 @@ def test_the_check_reports_an_export_that_differs(sample_image):
         instances.pred_boxes.tensor[:, 0] += 0.5
         return instances
 
-    difference, = check_export(model, run_shifted, [sample], EXACT)
+    (difference,) = check_export(model, run_shifted, [sample], EXACT)
     assert difference.boxes == pytest.approx(0.5, abs=1e-4) and difference.scores == 0
     assert difference.unmatched_eager == difference.unmatched_exported == 0
     assert not difference.within(EXACT)
@@ -153,8 +182,12 @@ def test_traced_batched_nms_makes_the_eager_nms_the_one_a_traced_graph_holds():
 
 def detections(boxes, scores, classes=None):
     boxes = torch.tensor(boxes, dtype=torch.float32)
-    classes = torch.zeros(len(boxes), dtype=torch.long) if classes is None else torch.tensor(classes)
-    return Instances((100, 100), pred_boxes=Boxes(boxes), scores=torch.tensor(scores), pred_classes=classes)
+    classes = (
+        torch.zeros(len(boxes), dtype=torch.long) if classes is None else torch.tensor(classes)
+    )
+    return Instances(
+        (100, 100), pred_boxes=Boxes(boxes), scores=torch.tensor(scores), pred_classes=classes
+    )
 
 
 # Two candidates of one class with saturated scores, one pixel apart (IoU 0.95, so NMS keeps

@@ -2,6 +2,7 @@
 tools/gpu_check.py (`make gpu-check`) on a machine without a GPU: the one-line skip, and real CPU
 runs of its small parts (--allow-cpu) for the runner, the time limits and the summary it writes.
 """
+
 import importlib.util
 import json
 import os
@@ -25,17 +26,36 @@ def load_script():
 
 def gpu_check(*args):
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
     """The environment part and the half-precision part (tiny config, 2 steps) on the CPU."""
     output = tmp_path_factory.mktemp("gpu_check")
-    done = gpu_check("--allow-cpu", "--parts", "environment", "amp", "--output", str(output),
-                     "--amp-config", TINY_CONFIG, "--amp-iterations", "2",
-                     "--time-limit", "setup=600", "environment=600", "amp=600")
+    done = gpu_check(
+        "--allow-cpu",
+        "--parts",
+        "environment",
+        "amp",
+        "--output",
+        str(output),
+        "--amp-config",
+        TINY_CONFIG,
+        "--amp-iterations",
+        "2",
+        "--time-limit",
+        "setup=600",
+        "environment=600",
+        "amp=600",
+    )
     summary = json.loads((output / "summary.json").read_text())
     return done, output, {r["check"]: r for r in summary["rows"]}
 
@@ -84,8 +104,11 @@ def test_half_precision_on_the_cpu_compares_one_batch_and_skips_amp_training(cpu
 
 def test_the_markdown_summary_has_the_rows_of_the_json_summary(cpu_run):
     done, output, rows = cpu_run
-    table = [line for line in (output / "summary.md").read_text().splitlines()
-             if line.startswith("| ") and not line.startswith("| check")]
+    table = [
+        line
+        for line in (output / "summary.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| check")
+    ]
     assert [line.split(" | ")[:2] for line in table] == [
         [f"| {name}", r["status"]] for name, r in rows.items()
     ]
@@ -93,11 +116,22 @@ def test_the_markdown_summary_has_the_rows_of_the_json_summary(cpu_run):
 
 
 def test_a_part_past_its_time_limit_is_a_failed_row_and_the_run_goes_on(tmp_path):
-    done = gpu_check("--allow-cpu", "--parts", "environment", "--output", str(tmp_path),
-                     "--time-limit", "setup=600", "environment=0.5")
+    done = gpu_check(
+        "--allow-cpu",
+        "--parts",
+        "environment",
+        "--output",
+        str(tmp_path),
+        "--time-limit",
+        "setup=600",
+        "environment=0.5",
+    )
     assert done.returncode == 1
-    (environment,) = [r for r in json.loads((tmp_path / "summary.json").read_text())["rows"]
-                      if r["check"] == "environment"]
+    (environment,) = [
+        r
+        for r in json.loads((tmp_path / "summary.json").read_text())["rows"]
+        if r["check"] == "environment"
+    ]
     assert environment["status"] == "fail"
     assert environment["figures"].startswith("stopped at its time limit of 0.5 s")
     assert environment["seconds"] < 30

@@ -1,4 +1,5 @@
 """Inference is RetinaNet's: an LTM checkpoint in a plain RetinaNet gives identical detections."""
+
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -21,7 +22,9 @@ def test_ltm_checkpoint_loaded_into_retinanet_gives_identical_detections(tmp_pat
 
     ltm.eval()
     retinanet.eval()
-    images = [make_input(random_boxes(3, (96, 128), s), [0, 1, 2], (96, 128), seed=s) for s in range(2)]
+    images = [
+        make_input(random_boxes(3, (96, 128), s), [0, 1, 2], (96, 128), seed=s) for s in range(2)
+    ]
     with torch.no_grad():
         ours, theirs = ltm(images), retinanet(images)
     assert sum(len(r["instances"]) for r in ours) > 0

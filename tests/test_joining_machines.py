@@ -3,6 +3,7 @@ Machines joining a run (ltm_d2/engine/launch.py), as two machines on one host: b
 machine that never joins ends the run after the join timeout with a message naming the address
 and the missing ranks, without a traceback.
 """
+
 import os
 import subprocess
 import sys
@@ -37,10 +38,19 @@ run_main(launch, all_reduce_and_write, 1, 2, int(machine_rank), dist_url, (out_d
 
 
 def start_machine(machine_rank, dist_url, out_dir, join_timeout):
-    command = [sys.executable, "-c", MACHINE, os.path.join(REPO, "tests"), str(machine_rank),
-               dist_url, str(out_dir), str(join_timeout)]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    command = [
+        sys.executable,
+        "-c",
+        MACHINE,
+        os.path.join(REPO, "tests"),
+        str(machine_rank),
+        dist_url,
+        str(out_dir),
+        str(join_timeout),
+    ]
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_two_machines_on_one_host_both_finish(tmp_path):
@@ -49,8 +59,10 @@ def test_two_machines_on_one_host_both_finish(tmp_path):
     outputs = [m.communicate(timeout=600) for m in machines]
     assert [m.returncode for m in machines] == [0, 0], outputs
     assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["2", "2"]
-    assert f"Machine 0 of 2: waiting up to 600 s for 2 machines (2 workers) to join at {dist_url}" \
+    assert (
+        f"Machine 0 of 2: waiting up to 600 s for 2 machines (2 workers) to join at {dist_url}"
         in outputs[0][0]
+    )
 
 
 def test_a_machine_that_never_joins_ends_the_run_after_the_join_timeout(tmp_path):

@@ -8,6 +8,7 @@ Hypothesis profiles (HYPOTHESIS_PROFILE): "ci", the default, runs a fixed, deran
 CASES_PER_MODE cases per mode with a deadline generous enough for a slow 2-core machine; "dev"
 draws new random cases, ten times as many.
 """
+
 import os
 from datetime import timedelta
 
@@ -17,19 +18,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ltm_d2.loss_fuzzing import (
-    BOX_KINDS, LOGIT_KINDS, NUM_CLASSES, SIZE, BatchCase, ImageCase, anchors_of, check_case,
+    BOX_KINDS,
+    LOGIT_KINDS,
+    NUM_CLASSES,
+    SIZE,
+    BatchCase,
+    ImageCase,
+    anchors_of,
+    check_case,
     logits_and_deltas,
 )
 from ltm_d2.modeling.matching import neg_log
 
-from support import MATCHING_MODES, VARIANTS, build_tiny_model, make_input
+from support import VARIANTS, build_tiny_model, make_input
 
 MODES = list(VARIANTS)
 
 CASES_PER_MODE = 25
 settings.register_profile(
-    "ci", max_examples=CASES_PER_MODE, derandomize=True, database=None,
-    deadline=timedelta(seconds=20), suppress_health_check=[HealthCheck.too_slow],
+    "ci",
+    max_examples=CASES_PER_MODE,
+    derandomize=True,
+    database=None,
+    deadline=timedelta(seconds=20),
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", max_examples=10 * CASES_PER_MODE, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -39,8 +51,11 @@ image_cases = st.builds(
     ImageCase, st.one_of(st.integers(0, 8), st.integers(0, 1000)), st.sampled_from(BOX_KINDS), seeds
 )
 batch_cases = st.builds(
-    BatchCase, st.lists(image_cases, min_size=1, max_size=3).map(tuple),
-    st.sampled_from(LOGIT_KINDS), st.floats(0.0, 50.0), seeds,
+    BatchCase,
+    st.lists(image_cases, min_size=1, max_size=3).map(tuple),
+    st.sampled_from(LOGIT_KINDS),
+    st.floats(0.0, 50.0),
+    seeds,
 )
 
 

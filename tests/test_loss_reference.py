@@ -1,7 +1,8 @@
 """
-The loss of `LTM(batched_inputs)` equals the loss of docs/method.md computed plainly, object by object and anchor by
-anchor, in float64, from the same network outputs.
+The loss of `LTM(batched_inputs)` equals the loss of docs/method.md computed plainly, object by
+object and anchor by anchor, in float64, from the same network outputs.
 """
+
 import math
 
 import pytest
@@ -49,7 +50,9 @@ def encode(anchor, box, weights):
     ax, ay = anchor[0] + aw / 2, anchor[1] + ah / 2
     bw, bh = box[2] - box[0], box[3] - box[1]
     bx, by = box[0] + bw / 2, box[1] + bh / 2
-    return torch.stack([wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * torch.log(bw / aw), wh * torch.log(bh / ah)])
+    return torch.stack(
+        [wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * torch.log(bw / aw), wh * torch.log(bh / ah)]
+    )
 
 
 def decode(anchor, delta, weights):
@@ -67,12 +70,14 @@ def decode_point(anchor, delta):
     """LTM-AF: a point's box from its ReLU'd, stride-normalised distances l, t, r, b."""
     stride = anchor[2] - anchor[0]
     cx, cy = (anchor[0] + anchor[2]) / 2, (anchor[1] + anchor[3]) / 2
-    l, t, r, b = (delta.clamp(min=0) * stride).tolist()
-    return torch.tensor([cx - l, cy - t, cx + r, cy + b], dtype=torch.float64)
+    left, top, right, bottom = (delta.clamp(min=0) * stride).tolist()
+    return torch.tensor([cx - left, cy - top, cx + right, cy + bottom], dtype=torch.float64)
 
 
 def giou(a, b):
-    hull = (torch.max(a[2], b[2]) - torch.min(a[0], b[0])) * (torch.max(a[3], b[3]) - torch.min(a[1], b[1]))
+    hull = (torch.max(a[2], b[2]) - torch.min(a[0], b[0])) * (
+        torch.max(a[3], b[3]) - torch.min(a[1], b[1])
+    )
     w = (torch.min(a[2], b[2]) - torch.max(a[0], b[0])).clamp(min=0)
     h = (torch.min(a[3], b[3]) - torch.max(a[1], b[1])).clamp(min=0)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
@@ -91,12 +96,17 @@ def reference_loss(model, batched_inputs):
     weights = None if anchor_free else model.box2box_transform.weights
 
     def predicted_box(j, delta):
-        return decode_point(anchors[j], delta) if anchor_free else decode(anchors[j], delta, weights)
+        return (
+            decode_point(anchors[j], delta) if anchor_free else decode(anchors[j], delta, weights)
+        )
 
     def localisation(n, j, box):  # Eq. 4's exp(-beta * l_reg); GIoU for LTM-AF (§3.3)
         if anchor_free:
             return torch.exp(-beta * (1 - giou(predicted_box(j, deltas[n, j]), box)))
-        return torch.exp(-beta * smooth_l1(deltas[n, j] - encode(anchors[j], box, weights), l1_beta))
+        return torch.exp(
+            -beta * smooth_l1(deltas[n, j] - encode(anchors[j], box, weights), l1_beta)
+        )
+
     num_images, num_anchors, num_classes = logits.shape
     p = logits.sigmoid()
     beta, l1_beta, gamma = model.bbox_reg_weight, model.match_smooth_l1_beta, model.match_gamma
@@ -126,7 +136,9 @@ def reference_loss(model, batched_inputs):
         t1, alpha = model.iou_threshold, model.match_alpha
         suppression = torch.zeros_like(p)
         for n, c, box, _ in objects:
-            pred_iou = torch.stack([iou(predicted_box(j, deltas[n, j]), box) for j in range(num_anchors)])
+            pred_iou = torch.stack(
+                [iou(predicted_box(j, deltas[n, j]), box) for j in range(num_anchors)]
+            )
             t2 = max(pred_iou.max().item(), t1 + 1e-12)
             s = ((pred_iou - t1) / (t2 - t1)).clamp(0, 1)
             suppression[n, :, c] = torch.max(suppression[n, :, c], s)
@@ -173,8 +185,15 @@ def test_ltm_loss_equals_the_per_object_definition(storage, device, seed):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_freeanchor_loss_equals_the_per_object_definition(storage, device, seed):
     model = build_tiny_model(
-        "MODEL.LTM.MATCHING", "freeanchor", "MODEL.LTM.BAG_SIZE", 50,
-        "MODEL.LTM.BBOX_REG_WEIGHT", 0.75, "MODEL.LTM.SMOOTH_L1_BETA", 0.11, seed=seed,
+        "MODEL.LTM.MATCHING",
+        "freeanchor",
+        "MODEL.LTM.BAG_SIZE",
+        50,
+        "MODEL.LTM.BBOX_REG_WEIGHT",
+        0.75,
+        "MODEL.LTM.SMOOTH_L1_BETA",
+        0.11,
+        seed=seed,
         device=device,
     )
     inputs = batch(seed)
@@ -191,7 +210,9 @@ def test_ltm_loss_with_trained_like_outputs_equals_the_definition(storage, devic
         model.head.cls_score.bias.fill_(3.0)
     inputs = batch(7)
     losses = model(inputs)
-    torch.testing.assert_close(sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0)
+    torch.testing.assert_close(
+        sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0
+    )
 
 
 AF = ("MODEL.META_ARCHITECTURE", "LTMAF", "MODEL.LTM.BBOX_REG_WEIGHT", 5.5)
@@ -205,7 +226,9 @@ def test_ltm_af_loss_equals_the_per_object_definition(storage, device, seed):
     inputs = batch(seed)
     losses = model(inputs)
     assert set(losses) == {"loss_match_pos", "loss_match_neg", "loss_background"}
-    torch.testing.assert_close(sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0)
+    torch.testing.assert_close(
+        sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0
+    )
 
 
 VARIANTS = {"ltm": (), "freeanchor": ("MODEL.LTM.MATCHING", "freeanchor"), "ltm_af": AF}

@@ -1,10 +1,15 @@
 """Properties of the mean-max matching functions M+ (Eq. 10) and M- (Eq. 25), and of the
 normalisers of the losses built on them."""
+
 import pytest
 import torch
 
 from ltm_d2.modeling.matching import (
-    background_focal_loss, freeanchor_losses, mean_max, neg_log, negative_mean_max,
+    background_focal_loss,
+    freeanchor_losses,
+    mean_max,
+    neg_log,
+    negative_mean_max,
 )
 
 
@@ -15,7 +20,10 @@ def test_one_anchor_bag_positive_matching_is_phi(phi):
 
 @pytest.mark.parametrize("phi", [1e-6, 0.3, 0.9, 0.999])
 def test_one_anchor_bag_negative_matching_is_one_minus_phi(phi):
-    torch.testing.assert_close(negative_mean_max(torch.tensor([[phi]], dtype=torch.float64)), torch.tensor([1 - phi], dtype=torch.float64))
+    torch.testing.assert_close(
+        negative_mean_max(torch.tensor([[phi]], dtype=torch.float64)),
+        torch.tensor([1 - phi], dtype=torch.float64),
+    )
 
 
 def test_positive_matching_is_near_the_mean_when_all_phi_are_small():
@@ -38,12 +46,16 @@ def test_positive_matching_lies_between_mean_and_max():
 def test_negative_matching_of_small_phi_is_near_one_minus_their_weighted_mean():
     # M- = 1 - sum(w phi) / sum(w), w = phi / (1 - phi)^2 ~ phi for small phi.
     phi = torch.tensor([[1e-4, 2e-4, 3e-4]], dtype=torch.float64)
-    torch.testing.assert_close(negative_mean_max(phi), 1 - (phi * phi).sum(-1) / phi.sum(-1), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        negative_mean_max(phi), 1 - (phi * phi).sum(-1) / phi.sum(-1), rtol=1e-6, atol=0
+    )
 
 
 def test_negative_matching_is_near_one_minus_the_max_when_one_phi_approaches_one():
     phi = torch.tensor([[0.01, 0.2, 0.5, 1 - 1e-4]], dtype=torch.float64)
-    torch.testing.assert_close(negative_mean_max(phi), torch.tensor([1e-4], dtype=torch.float64), rtol=1e-3, atol=0)
+    torch.testing.assert_close(
+        negative_mean_max(phi), torch.tensor([1e-4], dtype=torch.float64), rtol=1e-3, atol=0
+    )
 
 
 def test_negative_matching_moves_to_the_max_faster_than_positive_matching():

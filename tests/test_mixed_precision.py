@@ -3,12 +3,13 @@ Mixed precision (SOLVER.AMP.ENABLED): the network runs in low precision, the mat
 On the CPU under bfloat16 autocast (the trainer's SOLVER.AMP.ENABLED on a CPU); on a GPU under
 float16 autocast, as Detectron2's AMPTrainer trains.
 """
+
 import pytest
 import torch
 
+from detectron2.engine import SimpleTrainer
 from detectron2.layers import cat
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
-from detectron2.engine import SimpleTrainer
 from detectron2.structures import Boxes
 
 from ltm_d2.engine import Trainer

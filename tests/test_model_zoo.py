@@ -1,4 +1,5 @@
 """ltm_d2.model_zoo: configs by name, published checkpoints fetched from a URL and hash-checked."""
+
 import glob
 import os
 import shutil
@@ -19,7 +20,8 @@ TINY = "Shapes-Detection/ltm_R_18_FPN_tiny.yaml"
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    """An empty download cache (iopath's, through FVCORE_CACHE) and a catalog restored afterwards."""
+    """An empty download cache (iopath's, through FVCORE_CACHE) and a catalog restored
+    afterwards."""
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(model_zoo.model_zoo, "CATALOG", dict(CATALOG))
     return tmp_path / "cache"
@@ -37,18 +39,25 @@ def served_checkpoint(tmp_path):
 
 def repository_config_names():
     configs = os.path.join(REPO, "configs")
-    return [os.path.relpath(p, configs) for p in glob.glob(os.path.join(configs, "**", "*.yaml"), recursive=True)]
+    return [
+        os.path.relpath(p, configs)
+        for p in glob.glob(os.path.join(configs, "**", "*.yaml"), recursive=True)
+    ]
 
 
 def cached_files(cache):
-    return sorted(p for p in glob.glob(str(cache / "**" / "*"), recursive=True) if os.path.isfile(p))
+    return sorted(
+        p for p in glob.glob(str(cache / "**" / "*"), recursive=True) if os.path.isfile(p)
+    )
 
 
 def test_every_config_of_the_repository_is_found_by_its_name():
     names = repository_config_names()
     assert TINY in names
     for name in names:
-        assert os.path.samefile(model_zoo.get_config_file(name), os.path.join(REPO, "configs", name))
+        assert os.path.samefile(
+            model_zoo.get_config_file(name), os.path.join(REPO, "configs", name)
+        )
 
 
 def test_an_unknown_config_name_is_refused_with_its_name():
@@ -66,16 +75,30 @@ def source_tree_without_package_configs(tmp_path):
     """A copy of the repository's sources as a clone has them: no ltm_d2/model_zoo/configs yet."""
     source = tmp_path / "source"
     for folder in ("ltm_d2", "configs"):
-        shutil.copytree(os.path.join(REPO, folder), source / folder,
-                        ignore=shutil.ignore_patterns("__pycache__", "configs") if folder == "ltm_d2" else None)
+        shutil.copytree(
+            os.path.join(REPO, folder),
+            source / folder,
+            ignore=shutil.ignore_patterns("__pycache__", "configs") if folder == "ltm_d2" else None,
+        )
     shutil.copy(os.path.join(REPO, "setup.py"), source)
     assert not os.path.lexists(source / "ltm_d2" / "model_zoo" / "configs")
     return source
 
 
 def pip(*arguments):
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *arguments,
-                    "--no-deps", "--no-build-isolation"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--disable-pip-version-check",
+            "-q",
+            *arguments,
+            "--no-deps",
+            "--no-build-isolation",
+        ],
+        check=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,30 +115,48 @@ def installed_wheel(tmp_path_factory):
 def test_a_wheel_ships_every_config_where_the_model_zoo_looks(installed_wheel):
     installed = installed_wheel / "ltm_d2" / "model_zoo"
     assert (installed / "model_zoo.py").is_file()
-    relative = os.path.relpath(model_zoo.model_zoo.CONFIG_DIR, os.path.dirname(model_zoo.model_zoo.__file__))
+    relative = os.path.relpath(
+        model_zoo.model_zoo.CONFIG_DIR, os.path.dirname(model_zoo.model_zoo.__file__)
+    )
     for name in repository_config_names():
         shipped = installed / relative / name
         assert shipped.is_file() and not shipped.is_symlink(), name
         assert shipped.read_bytes() == open(os.path.join(REPO, "configs", name), "rb").read()
 
 
-def test_with_a_wheel_installed_the_scripts_of_a_checkout_run_the_study_and_train(installed_wheel, tmp_path):
+def test_with_a_wheel_installed_the_scripts_of_a_checkout_run_the_study_and_train(
+    installed_wheel, tmp_path
+):
     checkout = tmp_path / "checkout"  # a clone's scripts and configs, without the package itself
     for folder in ("configs", "tools"):
         shutil.copytree(os.path.join(REPO, folder), checkout / folder)
     shutil.copy(os.path.join(REPO, "train_net.py"), checkout)
-    env = {**os.environ, "PYTHONPATH": str(installed_wheel),
-           "DETECTRON2_DATASETS": os.path.join(REPO, "datasets")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(installed_wheel),
+        "DETECTRON2_DATASETS": os.path.join(REPO, "datasets"),
+    }
 
     def python(*arguments):
-        return subprocess.run([sys.executable, *map(str, arguments)], env=env, cwd=tmp_path,
-                              check=True, capture_output=True, text=True).stdout
+        return subprocess.run(
+            [sys.executable, *map(str, arguments)],
+            env=env,
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     assert python("-c", "import ltm_d2; print(ltm_d2.__file__)").startswith(str(installed_wheel))
     dry_run = python(checkout / "tools" / "study.py", "--dry-run", "--tables", "main")
     assert dry_run.count(str(checkout / "train_net.py")) == 10
-    python(checkout / "train_net.py", "--config-file", checkout / "configs" / TINY,
-           "OUTPUT_DIR", tmp_path / "run")
+    python(
+        checkout / "train_net.py",
+        "--config-file",
+        checkout / "configs" / TINY,
+        "OUTPUT_DIR",
+        tmp_path / "run",
+    )
     assert (tmp_path / "run" / "model_final.pth").is_file()
 
 
@@ -125,10 +166,19 @@ def test_an_editable_install_finds_every_config_of_the_source_tree(tmp_path):
     names = repository_config_names()
     # An editable install imports the package from the source tree itself.
     found = subprocess.run(
-        [sys.executable, "-c", "import sys; from ltm_d2 import model_zoo; "
-         "print(*[model_zoo.get_config_file(n) for n in sys.argv[1:]], sep='\\n')", *names],
-        env={**os.environ, "PYTHONPATH": str(source)}, cwd=tmp_path, check=True,
-        capture_output=True, text=True).stdout.split("\n")
+        [
+            sys.executable,
+            "-c",
+            "import sys; from ltm_d2 import model_zoo; "
+            "print(*[model_zoo.get_config_file(n) for n in sys.argv[1:]], sep='\\n')",
+            *names,
+        ],
+        env={**os.environ, "PYTHONPATH": str(source)},
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
     for name, path in zip(names, found):
         assert os.path.samefile(path, source / "configs" / name), name
         assert os.path.commonpath([path, str(source / "ltm_d2")]) == str(source / "ltm_d2"), path
@@ -140,7 +190,9 @@ def test_a_package_without_its_configs_says_how_to_get_them(monkeypatch, tmp_pat
         model_zoo.get_config_file(TINY)
 
 
-def test_a_trained_model_is_fetched_from_its_url_and_carries_the_published_weights(cache, served_checkpoint):
+def test_a_trained_model_is_fetched_from_its_url_and_carries_the_published_weights(
+    cache, served_checkpoint
+):
     weights, url, sha256 = served_checkpoint
     model_zoo.register_checkpoint(TINY, url, sha256)
     model = model_zoo.get(TINY, trained=True, device="cpu")
@@ -152,7 +204,7 @@ def test_a_trained_model_is_fetched_from_its_url_and_carries_the_published_weigh
 
 def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(cache, served_checkpoint):
     _, url, sha256 = served_checkpoint
-    with open(url[len("file://"):], "r+b") as f:  # tamper with one byte of the served file
+    with open(url[len("file://") :], "r+b") as f:  # tamper with one byte of the served file
         f.seek(-1, os.SEEK_END)
         last = f.read(1)
         f.seek(-1, os.SEEK_END)
@@ -161,7 +213,7 @@ def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(cache, served_ch
     with pytest.raises(ChecksumMismatchError) as error:
         model_zoo.get(TINY, trained=True, device="cpu")
     message = str(error.value)
-    got = model_zoo.sha256_of(url[len("file://"):])
+    got = model_zoo.sha256_of(url[len("file://") :])
     assert TINY in message and sha256 in message and got in message and str(cache) in message
     assert cached_files(cache) == []
 

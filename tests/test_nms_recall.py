@@ -1,4 +1,5 @@
 """NMS recall (Table 4): hand-worked numbers, the evaluator, and candidates taken before NMS."""
+
 import json
 import math
 
@@ -34,7 +35,9 @@ def instances(boxes, scores):
 
 
 def after_nms(candidates: Instances) -> Instances:
-    keep = batched_nms(candidates.pred_boxes.tensor, candidates.scores, candidates.pred_classes, 0.5)
+    keep = batched_nms(
+        candidates.pred_boxes.tensor, candidates.scores, candidates.pred_classes, 0.5
+    )
     return candidates[keep]
 
 
@@ -43,7 +46,12 @@ def register_hand_made_dataset(name):
         return {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 0}
 
     records = [
-        {"image_id": 1, "height": 40, "width": 40, "annotations": [annotation(GT_A), annotation(GT_B)]},
+        {
+            "image_id": 1,
+            "height": 40,
+            "width": 40,
+            "annotations": [annotation(GT_A), annotation(GT_B)],
+        },
         {"image_id": 2, "height": 40, "width": 40, "annotations": []},  # skipped: no objects
     ]
     if name not in DatasetCatalog.list():
@@ -70,7 +78,10 @@ def test_evaluator_on_hand_made_boxes_skips_images_without_objects():
     assert len(kept) == 2
     evaluator.process(
         [{"image_id": 1}, {"image_id": 2}],
-        [{"instances": kept, "candidates": candidates}, {"instances": kept, "candidates": candidates}],
+        [
+            {"instances": kept, "candidates": candidates},
+            {"instances": kept, "candidates": candidates},
+        ],
     )
     results = evaluator.evaluate()["nms_recall"]
     for key, value in EXPECTED.items():
@@ -79,9 +90,13 @@ def test_evaluator_on_hand_made_boxes_skips_images_without_objects():
 
 def test_evaluator_writes_its_figures_to_the_output_dir(tmp_path):
     register_hand_made_dataset("nms_recall_hand_made")
-    evaluator = NMSRecallEvaluator("nms_recall_hand_made", distributed=False, output_dir=str(tmp_path))
+    evaluator = NMSRecallEvaluator(
+        "nms_recall_hand_made", distributed=False, output_dir=str(tmp_path)
+    )
     candidates = instances(CANDIDATES, SCORES)
-    evaluator.process([{"image_id": 1}], [{"instances": after_nms(candidates), "candidates": candidates}])
+    evaluator.process(
+        [{"image_id": 1}], [{"instances": after_nms(candidates), "candidates": candidates}]
+    )
     results = evaluator.evaluate()["nms_recall"]
     with open(tmp_path / "nms_recall.json") as f:
         assert json.load(f) == pytest.approx(results)
@@ -96,7 +111,9 @@ def test_evaluator_refuses_outputs_without_candidates():
 
 @pytest.mark.parametrize("architecture", ["LTM", "LTMAF", "RetinaNet"])
 def test_candidates_are_the_detections_before_nms(architecture):
-    model = build_tiny_model("MODEL.META_ARCHITECTURE", architecture, "MODEL.RETINANET.SCORE_THRESH_TEST", 0.01)
+    model = build_tiny_model(
+        "MODEL.META_ARCHITECTURE", architecture, "MODEL.RETINANET.SCORE_THRESH_TEST", 0.01
+    )
     with torch.no_grad():
         model.head.cls_score.bias.fill_(-1.0)  # many candidates above the score threshold
     model.eval()
@@ -120,11 +137,29 @@ def test_nms_skipped_refuses_a_model_that_is_not_a_dense_detector():
 
 
 def test_config_switch_adds_nms_recall_to_the_coco_results(tmp_path):
-    cfg = tiny_cfg("TEST.NMS_RECALL", True, "OUTPUT_DIR", str(tmp_path), "MODEL.RETINANET.SCORE_THRESH_TEST", 0.0)
+    cfg = tiny_cfg(
+        "TEST.NMS_RECALL",
+        True,
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "MODEL.RETINANET.SCORE_THRESH_TEST",
+        0.0,
+    )
     model = build_tiny_model()
     with torch.no_grad():
         model.head.cls_score.bias.fill_(-1.0)
     results = Trainer.test(cfg, model)
     assert "AP" in results["bbox"]
-    assert set(results["nms_recall"]) == {"NR", "NR50", "NR55", "NR60", "NR65", "NR70", "NR75", "NR80", "NR85", "NR90"}
+    assert set(results["nms_recall"]) == {
+        "NR",
+        "NR50",
+        "NR55",
+        "NR60",
+        "NR65",
+        "NR70",
+        "NR75",
+        "NR80",
+        "NR85",
+        "NR90",
+    }
     assert 0 < results["nms_recall"]["NR50"] <= 100

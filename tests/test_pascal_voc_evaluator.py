@@ -1,4 +1,5 @@
 """Pascal VOC mAP of a dataset of any layout, with Detectron2's VOC evaluator."""
+
 import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -7,18 +8,39 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from ltm_d2.evaluation import VOCEvaluator
 
 RECORDS = [
-    {"file_name": "a.png", "image_id": "a b", "height": 100, "width": 100, "annotations": [
-        {"bbox": [10.0, 10.0, 50.0, 60.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0},
-        {"bbox": [60.0, 20.0, 90.0, 40.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1, "difficult": 1}]},
-    {"file_name": "b.png", "image_id": 7, "height": 100, "width": 100, "annotations": [
-        {"bbox": [5.0, 5.0, 30.0, 30.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1}]},
+    {
+        "file_name": "a.png",
+        "image_id": "a b",
+        "height": 100,
+        "width": 100,
+        "annotations": [
+            {"bbox": [10.0, 10.0, 50.0, 60.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0},
+            {
+                "bbox": [60.0, 20.0, 90.0, 40.0],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 1,
+                "difficult": 1,
+            },
+        ],
+    },
+    {
+        "file_name": "b.png",
+        "image_id": 7,
+        "height": 100,
+        "width": 100,
+        "annotations": [
+            {"bbox": [5.0, 5.0, 30.0, 30.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1}
+        ],
+    },
 ]
 
 
 def register(name):
     if name not in DatasetCatalog.list():
         DatasetCatalog.register(name, lambda: RECORDS)
-        MetadataCatalog.get(name).set(thing_classes=["tree", "dead tree"], evaluator_type="pascal_voc")
+        MetadataCatalog.get(name).set(
+            thing_classes=["tree", "dead tree"], evaluator_type="pascal_voc"
+        )
     return name
 
 
@@ -28,7 +50,9 @@ def evaluate(name, tmp_path, detections):
     evaluator.reset()
     for record, found in zip(RECORDS, detections):
         instances = Instances((100, 100))
-        instances.pred_boxes = Boxes(torch.tensor([d[:4] for d in found], dtype=torch.float32).reshape(-1, 4))
+        instances.pred_boxes = Boxes(
+            torch.tensor([d[:4] for d in found], dtype=torch.float32).reshape(-1, 4)
+        )
         instances.pred_classes = torch.tensor([d[4] for d in found], dtype=torch.int64)
         instances.scores = torch.tensor([d[5] for d in found], dtype=torch.float32)
         evaluator.process([record], [{"instances": instances}])

@@ -1,5 +1,6 @@
 """The plain Detectron2 RetinaNet view of an LTM model (ltm_d2/deploy/retinanet_config.py,
 tools/convert_to_retinanet.py), run by a Detectron2 process that never imports ltm_d2."""
+
 import os
 import subprocess
 import sys
@@ -66,8 +67,18 @@ def test_plain_detectron2_gives_exactly_the_detections_of_our_predictor(tmp_path
     convert("--config-file", TINY_CONFIG, "--output", plain_config, "MODEL.WEIGHTS", weights)
     out = tmp_path / "plain_detections.pth"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, os.path.join(REPO, "tests", "support", "plain_detectron2_predict.py"),
-                    str(plain_config), str(out), *images], cwd=tmp_path, env=env, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tests", "support", "plain_detectron2_predict.py"),
+            str(plain_config),
+            str(out),
+            *images,
+        ],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+    )
     plain = torch.load(out, weights_only=True)
     assert plain["architecture"] == "RetinaNet" and plain["ltm_d2_modules"] == []
     assert plain["missing_keys"] == [] and plain["unexpected_keys"] == []
@@ -88,12 +99,23 @@ def test_the_plain_config_has_only_detectron2_keys_and_our_inference_settings():
     assert plain.MODEL.META_ARCHITECTURE == "RetinaNet"
     assert all_keys(plain) == all_keys(get_cfg())
     assert "MODEL.LTM.MATCHING" in all_keys(cfg) - all_keys(plain)
-    for key in ("MODEL.ANCHOR_GENERATOR.SIZES", "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
-                "MODEL.RETINANET.BBOX_REG_WEIGHTS", "MODEL.RETINANET.NMS_THRESH_TEST",
-                "MODEL.RETINANET.SCORE_THRESH_TEST", "MODEL.RETINANET.TOPK_CANDIDATES_TEST",
-                "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD",
-                "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS", "MODEL.BACKBONE.NAME",
-                "TEST.DETECTIONS_PER_IMAGE"):
+    for key in (
+        "MODEL.ANCHOR_GENERATOR.SIZES",
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+        "MODEL.RETINANET.BBOX_REG_WEIGHTS",
+        "MODEL.RETINANET.NMS_THRESH_TEST",
+        "MODEL.RETINANET.SCORE_THRESH_TEST",
+        "MODEL.RETINANET.TOPK_CANDIDATES_TEST",
+        "INPUT.MIN_SIZE_TEST",
+        "INPUT.MAX_SIZE_TEST",
+        "MODEL.PIXEL_MEAN",
+        "MODEL.PIXEL_STD",
+        "MODEL.RESNETS.DEPTH",
+        "MODEL.RESNETS.NORM",
+        "MODEL.FPN.OUT_CHANNELS",
+        "MODEL.BACKBONE.NAME",
+        "TEST.DETECTIONS_PER_IMAGE",
+    ):
         assert value(cfg, key) == value(plain, key), key
 
 
@@ -105,15 +127,20 @@ def test_every_matching_mode_has_the_same_plain_config(matching):
 
 def test_ltm_af_is_refused_naming_its_linear_box_coder(tmp_path):
     config = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_af_R_18_FPN_demo.yaml")
-    with pytest.raises(SystemExit, match="LTMAF.*no plain RetinaNet equivalent.*Box2BoxTransformLinear"):
+    with pytest.raises(
+        SystemExit, match="LTMAF.*no plain RetinaNet equivalent.*Box2BoxTransformLinear"
+    ):
         convert("--config-file", config, "--output", tmp_path / "plain.yaml")
     assert not (tmp_path / "plain.yaml").exists()
 
 
-@pytest.mark.parametrize("key, name", [
-    ("MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_p5_backbone"),
-    ("MODEL.ANCHOR_GENERATOR.NAME", "RoundedRatioAnchorGenerator"),
-])
+@pytest.mark.parametrize(
+    "key, name",
+    [
+        ("MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_p5_backbone"),
+        ("MODEL.ANCHOR_GENERATOR.NAME", "RoundedRatioAnchorGenerator"),
+    ],
+)
 def test_a_builder_registered_by_ltm_d2_is_refused_naming_the_key(key, name):
     with pytest.raises(NoPlainRetinaNetError, match=f"{key} '{name}' is registered by ltm_d2"):
         plain_retinanet_config(tiny_cfg(key, name))

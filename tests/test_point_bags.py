@@ -1,4 +1,5 @@
 """LTM-AF point bags: normalised distance, central-80% rule, finest-level exemption (paper §3.3)."""
+
 import torch
 
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
@@ -10,7 +11,9 @@ STRIDES = [8, 16, 32, 64, 128]
 
 
 def points(size=512):
-    generator = DefaultAnchorGenerator(sizes=[[s] for s in STRIDES], aspect_ratios=[1.0], strides=STRIDES)
+    generator = DefaultAnchorGenerator(
+        sizes=[[s] for s in STRIDES], aspect_ratios=[1.0], strides=STRIDES
+    )
     features = [torch.zeros(1, 1, max(1, size // s), max(1, size // s)) for s in STRIDES]
     return Boxes.cat(generator(features))
 
@@ -45,7 +48,9 @@ def test_points_outside_the_central_region_are_excluded_except_on_the_finest_lev
     for i, (x0, y0, x1, y1) in enumerate(gt_tensor.tolist()):
         cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
         for j in bags[i].tolist():
-            central = 2 * abs(centres[j, 0] - cx) <= 0.8 * w and 2 * abs(centres[j, 1] - cy) <= 0.8 * h
+            central = (
+                2 * abs(centres[j, 0] - cx) <= 0.8 * w and 2 * abs(centres[j, 1] - cy) <= 0.8 * h
+            )
             assert central or level_of(pts, j) == 8
 
 
@@ -58,7 +63,10 @@ def test_bag_holds_the_candidates_of_smallest_normalised_distance():
     expected = []
     for j in range(len(pts)):
         stride = level_of(pts, j).item()
-        dx, dy = abs(centres[j, 0].item() - (x0 + x1) / 2), abs(centres[j, 1].item() - (y0 + y1) / 2)
+        dx, dy = (
+            abs(centres[j, 0].item() - (x0 + x1) / 2),
+            abs(centres[j, 1].item() - (y0 + y1) / 2),
+        )
         candidate = (2 * dx <= 0.8 * (x1 - x0) and 2 * dy <= 0.8 * (y1 - y0)) or stride == 8
         expected.append(max(dx / (x1 - x0), dy / (y1 - y0)) / stride if candidate else float("inf"))
     expected = torch.tensor(expected)
@@ -70,7 +78,9 @@ def test_bag_holds_the_candidates_of_smallest_normalised_distance():
 
 def test_every_object_gets_a_bag_of_at_most_k_even_in_a_tiny_image():
     pts = points(64)  # 64 finest points
-    gt = Boxes(torch.tensor([[0.0, 0.0, 64.0, 64.0], [60.0, 60.0, 64.0, 64.0], [-10.0, 10.0, 5.0, 90.0]]))
+    gt = Boxes(
+        torch.tensor([[0.0, 0.0, 64.0, 64.0], [60.0, 60.0, 64.0, 64.0], [-10.0, 10.0, 5.0, 90.0]])
+    )
     bags, distance = point_bags(pts, gt, bag_size=100)
     assert bags.shape == (3, 64)
     assert torch.isfinite(distance.gather(1, bags)).all()

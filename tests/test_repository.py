@@ -1,4 +1,5 @@
 """Conventions of the repository itself: how the tests are organised, what the sources cite."""
+
 import ast
 import glob
 import os
@@ -8,8 +9,11 @@ from support import REPO
 
 
 def python_files(*folders):
-    return [p for folder in folders
-            for p in glob.glob(os.path.join(REPO, folder, "**", "*.py"), recursive=True)]
+    return [
+        p
+        for folder in folders
+        for p in glob.glob(os.path.join(REPO, folder, "**", "*.py"), recursive=True)
+    ]
 
 
 def imported_modules(path):
@@ -22,9 +26,12 @@ def imported_modules(path):
 
 
 def test_no_test_module_imports_another_test_module_or_conftest():
-    offending = [(os.path.relpath(path, REPO), module)
-                 for path in python_files("tests") for module in imported_modules(path)
-                 if module.split(".")[0].startswith("test_") or module.split(".")[0] == "conftest"]
+    offending = [
+        (os.path.relpath(path, REPO), module)
+        for path in python_files("tests")
+        for module in imported_modules(path)
+        if module.split(".")[0].startswith("test_") or module.split(".")[0] == "conftest"
+    ]
     assert offending == [], "shared test helpers belong in tests/support/"
 
 
@@ -33,19 +40,26 @@ def test_code_and_docs_cite_the_paper_or_the_docs_never_internal_documents():
     # table) or a page under docs/.
     internal = re.compile(r"[S]PEC\b|[Ii]ssue \d")  # [S]: this line does not match itself
     files = python_files("ltm_d2", "tools", "tests", "bench", "demo") + [
-        os.path.join(REPO, "train_net.py"), os.path.join(REPO, "setup.py")]
+        os.path.join(REPO, "train_net.py"),
+        os.path.join(REPO, "setup.py"),
+    ]
     files += glob.glob(os.path.join(REPO, "*.md")) + glob.glob(os.path.join(REPO, "docs", "*.md"))
     files += glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
-    offending = [f"{os.path.relpath(path, REPO)}:{number}: {line.strip()}"
-                 for path in files
-                 for number, line in enumerate(open(path, encoding="utf-8"), 1)
-                 if internal.search(line)]
+    offending = [
+        f"{os.path.relpath(path, REPO)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(open(path, encoding="utf-8"), 1)
+        if internal.search(line)
+    ]
     assert offending == []
 
 
 def test_the_docs_name_no_folder_of_the_machines_they_were_written_on():
     pages = glob.glob(os.path.join(REPO, "*.md")) + glob.glob(os.path.join(REPO, "docs", "*.md"))
-    offending = [f"{os.path.relpath(path, REPO)}:{number}"
-                 for path in pages for number, line in enumerate(open(path, encoding="utf-8"), 1)
-                 if re.search(r"(?<![\w.])/(work|root|home)/", line)]
+    offending = [
+        f"{os.path.relpath(path, REPO)}:{number}"
+        for path in pages
+        for number, line in enumerate(open(path, encoding="utf-8"), 1)
+        if re.search(r"(?<![\w.])/(work|root|home)/", line)
+    ]
     assert offending == []

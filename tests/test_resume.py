@@ -2,6 +2,7 @@
 A training run killed with SIGKILL and restarted with --resume ends with the weights, optimizer
 state and learning rate of an uninterrupted run (CPU, fixed SEED).
 """
+
 import json
 import os
 import signal
@@ -16,29 +17,54 @@ from support import REPO, TINY_CONFIG
 # 6 iterations of 2 images of 64 px, a checkpoint every 2 (after iterations 1, 3 and 5), the LR
 # dropping after iteration 3; no evaluation.
 RUN = (
-    "SEED", "7", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-    "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.STEPS", "(3,)",
-    "DATASETS.TEST", "()",
+    "SEED",
+    "7",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(64,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "64",
+    "SOLVER.MAX_ITER",
+    "6",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "SOLVER.STEPS",
+    "(3,)",
+    "DATASETS.TEST",
+    "()",
 )
 
 
 def command(output_dir, *args):
-    return [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", TINY_CONFIG,
-            *args, "OUTPUT_DIR", str(output_dir), *RUN]
+    return [
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--config-file",
+        TINY_CONFIG,
+        *args,
+        "OUTPUT_DIR",
+        str(output_dir),
+        *RUN,
+    ]
 
 
 def train(output_dir, *args):
-    result = subprocess.run(command(output_dir, *args), cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command(output_dir, *args), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
 
 
 def kill_after_first_checkpoint(output_dir):
     """Start training and SIGKILL it as soon as the checkpoint of iteration 1 is complete."""
-    process = subprocess.Popen(command(output_dir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command(output_dir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while not (output_dir / "last_checkpoint").exists():
-        assert process.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+        assert process.poll() is None and time.monotonic() < deadline, (
+            "training ended before its first checkpoint"
+        )
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -78,6 +104,8 @@ def test_a_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_pat
     expected = torch.load(uninterrupted / "model_final.pth", weights_only=True)
     resumed = torch.load(killed / "model_final.pth", weights_only=True)
     assert_same(resumed["model"], expected["model"])
-    assert_same(resumed["trainer"]["_trainer"]["optimizer"], expected["trainer"]["_trainer"]["optimizer"])
+    assert_same(
+        resumed["trainer"]["_trainer"]["optimizer"], expected["trainer"]["_trainer"]["optimizer"]
+    )
     assert_same(resumed["trainer"]["hooks"], expected["trainer"]["hooks"])  # scheduler, RNG state
     assert last_lr(killed) == last_lr(uninterrupted) == 0.001

@@ -1,4 +1,6 @@
-"""No NaN or Inf in any loss or gradient, whatever the logits and boxes (docs/method.md, "Numerics")."""
+"""No NaN or Inf in any loss or gradient, whatever the logits and boxes (docs/method.md,
+"Numerics")."""
+
 import pytest
 import torch
 
@@ -76,7 +78,12 @@ def test_fewer_anchors_than_the_bag_size(storage, device, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_boxes_on_and_past_the_image_border(storage, device, mode):
-    boxes = [[-20.0, -10.0, 30.0, 40.0], [0.0, 0.0, 64.0, 64.0], [50.0, 50.0, 200.0, 90.0], [63.0, 0.0, 64.0, 12.0]]
+    boxes = [
+        [-20.0, -10.0, 30.0, 40.0],
+        [0.0, 0.0, 64.0, 64.0],
+        [50.0, 50.0, 200.0, 90.0],
+        [63.0, 0.0, 64.0, 12.0],
+    ]
     model = build_tiny_model(*VARIANTS[mode], device=device)
     assert_finite_loss_and_gradients(model, [make_input(boxes, [0, 1, 2, 3], SIZE)])
 
@@ -84,7 +91,9 @@ def test_boxes_on_and_past_the_image_border(storage, device, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_more_than_500_objects_in_an_image(storage, device, mode):
     model = build_tiny_model(*VARIANTS[mode], device=device)
-    crowd = make_input(random_boxes(600, (128, 128), seed=3, min_size=2.0), torch.arange(600) % 6, (128, 128))
+    crowd = make_input(
+        random_boxes(600, (128, 128), seed=3, min_size=2.0), torch.arange(600) % 6, (128, 128)
+    )
     assert_finite_loss_and_gradients(model, [crowd])
 
 

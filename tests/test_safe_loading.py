@@ -1,4 +1,5 @@
 """Checkpoint files (.pkl, .pth) are read without running code; a malicious one is refused."""
+
 import functools
 import http.server
 import os
@@ -66,7 +67,11 @@ def test_the_crafted_pth_does_run_code_when_read_with_weights_only_false(tmp_pat
 
 # How each kind of file is written, and the refusal expected for it.
 FORMATS = {
-    "pkl": (malicious_pkl, r"evil\.pkl: refused to load: the file refers to '(posix\.system|builtins\.exec|subprocess\.call)'"),
+    "pkl": (
+        malicious_pkl,
+        r"evil\.pkl: refused to load: the file refers to "
+        r"'(posix\.system|builtins\.exec|subprocess\.call)'",
+    ),
     "pth": (malicious_pth, r"evil\.pth: refused to load: .*GLOBAL \S*(system|exec|call) "),
 }
 
@@ -87,7 +92,9 @@ def http_server(tmp_path, monkeypatch):
     """A web server on localhost serving tmp_path/served; downloads are cached in tmp_path/cache."""
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
     (tmp_path / "served").mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served")
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -98,7 +105,10 @@ def http_server(tmp_path, monkeypatch):
 def test_a_malicious_pkl_given_as_a_url_is_refused_after_download(tmp_path, http_server):
     marker = tmp_path / "marker"
     malicious_pkl(tmp_path / "served" / "evil.pkl", gadgets(marker)["os.system"])
-    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pkl: refused to load: the file refers to 'posix\.system'"):
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=r"evil\.pkl: refused to load: the file refers to 'posix\.system'",
+    ):
         SafeCheckpointer(build_tiny_model()).load(f"{http_server}/evil.pkl")
     assert not marker.exists()
 
@@ -128,15 +138,24 @@ def test_a_detectron2_model_zoo_pkl_of_numpy_arrays_loads(tmp_path, protocol):
 def run(script, *args):
     return subprocess.run(
         [sys.executable, os.path.join(REPO, script), "--config-file", TINY_CONFIG, *args],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
 def test_train_net_eval_only_refuses_a_malicious_pkl(tmp_path):
     marker = tmp_path / "marker"
     malicious_pkl(tmp_path / "evil.pkl", gadgets(marker)["os.system"])
-    result = run("train_net.py", "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "evil.pkl"),
-                 "OUTPUT_DIR", str(tmp_path / "eval"))
+    result = run(
+        "train_net.py",
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        str(tmp_path / "evil.pkl"),
+        "OUTPUT_DIR",
+        str(tmp_path / "eval"),
+    )
     assert result.returncode != 0
     assert "UnsafeCheckpointError" in result.stderr and "evil.pkl: refused to load" in result.stderr
     assert not marker.exists()
@@ -145,7 +164,13 @@ def test_train_net_eval_only_refuses_a_malicious_pkl(tmp_path):
 def test_draw_detections_refuses_a_malicious_pth(tmp_path):
     marker = tmp_path / "marker"
     malicious_pth(tmp_path / "evil.pth", gadgets(marker)["os.system"])
-    result = run("tools/draw_detections.py", "--weights", str(tmp_path / "evil.pth"), "--output", str(tmp_path / "pictures"))
+    result = run(
+        "tools/draw_detections.py",
+        "--weights",
+        str(tmp_path / "evil.pth"),
+        "--output",
+        str(tmp_path / "pictures"),
+    )
     assert result.returncode != 0
     assert "evil.pth: refused to load" in result.stderr
     assert not marker.exists() and not (tmp_path / "pictures").exists()

@@ -1,4 +1,6 @@
-"""Scale-jitter training from config: INPUT.MIN_SIZE_TRAIN lists the shorter sides to choose from."""
+"""Scale-jitter training from config: INPUT.MIN_SIZE_TRAIN lists the shorter sides to choose
+from."""
+
 import os
 
 import numpy as np
@@ -28,8 +30,23 @@ def test_training_augmentation_draws_every_listed_shorter_side():
 
 def test_scale_jitter_config_trains_with_train_net(tmp_path):
     out = str(tmp_path / "ms")
-    log = run("OUTPUT_DIR", out, "DATASETS.TRAIN", "('ltm_shapes_mini_train',)", "DATASETS.TEST", "()",
-              "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
-              config=MS_CONFIG)
-    assert f"ResizeShortestEdge(short_edge_length={JITTER}, max_size=128, sample_style='choice')" in log
+    log = run(
+        "OUTPUT_DIR",
+        out,
+        "DATASETS.TRAIN",
+        "('ltm_shapes_mini_train',)",
+        "DATASETS.TEST",
+        "()",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        config=MS_CONFIG,
+    )
+    assert (
+        f"ResizeShortestEdge(short_edge_length={JITTER}, max_size=128, sample_style='choice')"
+        in log
+    )
     assert os.path.isfile(os.path.join(out, "model_final.pth"))

@@ -1,4 +1,5 @@
 """tools/study.py: the runs it plans, the tables it writes, and resuming where it stopped."""
+
 import json
 import os
 import subprocess
@@ -29,9 +30,21 @@ def merged_config(run):
 def test_detectors_share_backbone_schedule_inputs_and_evaluation(preset):
     study = plan_study(PRESETS[preset], tables=("main",))
     configs = {name: merged_config(run) for name, run in study.runs.items()}
-    shared = ("MODEL.BACKBONE", "MODEL.RESNETS", "MODEL.FPN", "MODEL.ANCHOR_GENERATOR", "INPUT",
-              "SOLVER.IMS_PER_BATCH", "SOLVER.MAX_ITER", "SOLVER.STEPS", "SOLVER.WARMUP_ITERS",
-              "DATASETS", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "TEST.NMS_RECALL")
+    shared = (
+        "MODEL.BACKBONE",
+        "MODEL.RESNETS",
+        "MODEL.FPN",
+        "MODEL.ANCHOR_GENERATOR",
+        "INPUT",
+        "SOLVER.IMS_PER_BATCH",
+        "SOLVER.MAX_ITER",
+        "SOLVER.STEPS",
+        "SOLVER.WARMUP_ITERS",
+        "DATASETS",
+        "MODEL.PIXEL_MEAN",
+        "MODEL.PIXEL_STD",
+        "TEST.NMS_RECALL",
+    )
     reference = configs["ltm_seed1"]
     for name, cfg in configs.items():
         for key in shared:
@@ -43,7 +56,10 @@ def test_detectors_share_backbone_schedule_inputs_and_evaluation(preset):
     assert configs["retinanet_seed1"].MODEL.META_ARCHITECTURE == "RetinaNet"
     assert configs["ltm_af_seed2"].MODEL.META_ARCHITECTURE == "LTMAF"
     assert [configs[f"{k}_seed1"].MODEL.LTM.MATCHING for k in ("topk", "freeanchor", "ltm")] == [
-        "topk", "freeanchor", "ltm"]
+        "topk",
+        "freeanchor",
+        "ltm",
+    ]
 
 
 def test_every_seed_trains_every_detector_before_the_next_seed():
@@ -58,14 +74,20 @@ def test_ablations_vary_one_setting_and_reuse_the_main_ltm_run():
     assert merged_config(study.runs["ltm_seed1"]).MODEL.LTM.BAG_SIZE == 10
     assert len(study.runs) == 10 + 7  # 5 detectors x 2 seeds, 7 new ablation runs
     cfg = merged_config(study.runs[rows[(40, 10, 0.5)]])
-    assert (cfg.MODEL.LTM.BAG_SIZE, cfg.MODEL.LTM.BAG_SAMPLE, cfg.MODEL.LTM.BBOX_REG_WEIGHT) == (40, 10, 0.5)
+    assert (cfg.MODEL.LTM.BAG_SIZE, cfg.MODEL.LTM.BAG_SAMPLE, cfg.MODEL.LTM.BBOX_REG_WEIGHT) == (
+        40,
+        10,
+        0.5,
+    )
     assert merged_config(study.runs[rows[(10, 0, 0.3)]]).MODEL.LTM.BBOX_REG_WEIGHT == 0.3
 
 
 def test_tuning_split_replaces_val_in_every_run():
     preset = PRESETS["cpu"]
     study = plan_study(preset, dataset=preset.tune_dataset)
-    assert {merged_config(run).DATASETS.TEST for run in study.runs.values()} == {(preset.tune_dataset,)}
+    assert {merged_config(run).DATASETS.TEST for run in study.runs.values()} == {
+        (preset.tune_dataset,)
+    }
 
 
 def test_mean_and_spread_is_half_the_range():
@@ -73,14 +95,27 @@ def test_mean_and_spread_is_half_the_range():
 
 
 def fake_result(ap, dense=10.0):
-    return {"AP": ap, "AP50": 2 * ap, "AP75": ap / 2, "sparse": ap + 1, "medium": ap, "dense": dense,
-            "NR": 70.0, "NR50": 90.0, "NR90": 40.0}
+    return {
+        "AP": ap,
+        "AP50": 2 * ap,
+        "AP75": ap / 2,
+        "sparse": ap + 1,
+        "medium": ap,
+        "dense": dense,
+        "NR": 70.0,
+        "NR50": 90.0,
+        "NR90": 40.0,
+    }
 
 
 def test_main_table_pairs_the_gain_over_the_baseline_by_seed():
     study = plan_study(PRESETS["cpu"], tables=("main",), detectors=("retinanet", "ltm"))
-    results = {"retinanet_seed1": fake_result(10.0), "retinanet_seed2": fake_result(14.0),
-               "ltm_seed1": fake_result(13.0), "ltm_seed2": fake_result(15.0)}
+    results = {
+        "retinanet_seed1": fake_result(10.0),
+        "retinanet_seed2": fake_result(14.0),
+        "ltm_seed1": fake_result(13.0),
+        "ltm_seed2": fake_result(15.0),
+    }
     table = main_table(study, results)
     # LTM: AP 14.0 ± 1.0; gains +3 and +1 paired by seed -> +2.0 ± 1.0 (not 14 - 12 ± 2).
     assert "| LTM | 2 | 14.0 ± 1.0 | +2.0 ± 1.0 | 28.0 ± 2.0 |" in table
@@ -113,12 +148,25 @@ def run_study(tmp_path, *args):
     script = (
         "import runpy; from ltm_d2.study import PRESETS, Preset; "
         f"PRESETS['tiny'] = Preset(configs={configs!r}, val_dataset='ltm_shapes_mini_val', "
-        "tune_dataset='ltm_shapes_mini_train', opts=('SOLVER.MAX_ITER', '2', 'MODEL.RETINANET.SCORE_THRESH_TEST', '0.0'), seeds=(1,)); "
+        "tune_dataset='ltm_shapes_mini_train', opts=("
+        "'SOLVER.MAX_ITER', '2', 'MODEL.RETINANET.SCORE_THRESH_TEST', '0.0'), seeds=(1,)); "
         "runpy.run_path('tools/study.py', run_name='__main__')"
     )
     return subprocess.run(
-        [sys.executable, "-c", script, "--preset", "tiny", "--output-dir", str(tmp_path / "study"), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            script,
+            "--preset",
+            "tiny",
+            "--output-dir",
+            str(tmp_path / "study"),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -145,7 +193,10 @@ def test_study_trains_evaluates_reports_and_redoes_only_unfinished_runs(tmp_path
     assert "start ltm_seed1" in second.stderr + second.stdout
     assert "start retinanet_seed1" not in second.stderr + second.stdout
     third = run_study(tmp_path, *args)
-    assert "2 runs (0 to train)" in third.stderr + third.stdout and "start " not in third.stderr + third.stdout
+    assert (
+        "2 runs (0 to train)" in third.stderr + third.stdout
+        and "start " not in third.stderr + third.stdout
+    )
 
 
 def test_a_failing_run_is_named_and_the_study_exits_nonzero(tmp_path):

@@ -1,4 +1,5 @@
 """Multi-scale and flip testing of dense detectors: boxes in original coordinates, one merge."""
+
 import json
 
 import pytest
@@ -16,8 +17,15 @@ SIZE = (64, 96)  # H, W
 
 
 def tta(model, min_sizes, flip, *opts):
-    cfg = tiny_cfg("TEST.AUG.MIN_SIZES", str(tuple(min_sizes)), "TEST.AUG.MAX_SIZE", "1000",
-                   "TEST.AUG.FLIP", str(flip), *opts)
+    cfg = tiny_cfg(
+        "TEST.AUG.MIN_SIZES",
+        str(tuple(min_sizes)),
+        "TEST.AUG.MAX_SIZE",
+        "1000",
+        "TEST.AUG.FLIP",
+        str(flip),
+        *opts,
+    )
     return DenseDetectorWithTTA(cfg, model)
 
 
@@ -56,7 +64,9 @@ def test_boxes_of_a_doubled_image_come_back_halved_into_original_coordinates():
     plain_on_doubled = detections(model, doubled)  # rescaled by the model to height, width
     augmented = detections(tta(model, [2 * SIZE[0]], False), x)
     assert len(plain_on_doubled) > 10
-    assert torch.allclose(augmented.pred_boxes.tensor, plain_on_doubled.pred_boxes.tensor, atol=1e-4)
+    assert torch.allclose(
+        augmented.pred_boxes.tensor, plain_on_doubled.pred_boxes.tensor, atol=1e-4
+    )
     assert torch.equal(augmented.pred_classes, plain_on_doubled.pred_classes)
     assert augmented.image_size == SIZE
 
@@ -68,7 +78,9 @@ def test_a_flipped_copy_of_an_image_gives_mirrored_detections(device):
     ours, theirs = detections(model, x), detections(model, mirrored)
     assert len(ours) > 10
     boxes = theirs.pred_boxes.tensor
-    unmirrored = torch.stack([SIZE[1] - boxes[:, 2], boxes[:, 1], SIZE[1] - boxes[:, 0], boxes[:, 3]], 1)
+    unmirrored = torch.stack(
+        [SIZE[1] - boxes[:, 2], boxes[:, 1], SIZE[1] - boxes[:, 0], boxes[:, 3]], 1
+    )
     assert torch.allclose(ours.pred_boxes.tensor, unmirrored, atol=1e-4)
     assert torch.allclose(ours.scores, theirs.scores)
     assert torch.equal(ours.pred_classes, theirs.pred_classes)
@@ -95,8 +107,12 @@ def test_merge_keeps_the_highest_scores_up_to_the_limit():
     corners = torch.stack(torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij"), -1)
     corners = corners.reshape(-1, 2) * 10
     scores = torch.randperm(100, generator=torch.Generator().manual_seed(0)).float() / 100
-    instances = Instances((100, 100), pred_boxes=Boxes(torch.cat([corners, corners + 8], 1)),
-                          scores=scores, pred_classes=torch.zeros(100, dtype=torch.int64))
+    instances = Instances(
+        (100, 100),
+        pred_boxes=Boxes(torch.cat([corners, corners + 8], 1)),
+        scores=scores,
+        pred_classes=torch.zeros(100, dtype=torch.int64),
+    )
     merged = merge_detections(instances, nms_thresh=0.5, max_detections=30)
     assert len(merged) == 30
     assert torch.equal(merged.scores, scores.sort(descending=True).values[:30])
@@ -104,8 +120,12 @@ def test_merge_keeps_the_highest_scores_up_to_the_limit():
 
 def test_merge_suppresses_overlaps_within_a_class_only():
     boxes = torch.tensor([[0.0, 0, 10, 10], [0.5, 0, 10.5, 10], [0.5, 0, 10.5, 10]])
-    instances = Instances((20, 20), pred_boxes=Boxes(boxes), scores=torch.tensor([0.9, 0.8, 0.7]),
-                          pred_classes=torch.tensor([0, 0, 1]))
+    instances = Instances(
+        (20, 20),
+        pred_boxes=Boxes(boxes),
+        scores=torch.tensor([0.9, 0.8, 0.7]),
+        pred_classes=torch.tensor([0, 0, 1]),
+    )
     merged = merge_detections(instances, nms_thresh=0.5, max_detections=100)
     assert merged.scores.tolist() == pytest.approx([0.9, 0.7])
     assert merged.pred_classes.tolist() == [0, 1]
@@ -118,9 +138,21 @@ def test_only_dense_detectors_are_accepted():
 
 def test_train_net_eval_only_also_evaluates_with_test_time_augmentation(tmp_path):
     out = tmp_path / "eval"
-    log = run("--eval-only", "MODEL.WEIGHTS", "", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.01",
-              "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(128, 160)", "TEST.AUG.MAX_SIZE", "160",
-              "OUTPUT_DIR", str(out))
+    log = run(
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.RETINANET.SCORE_THRESH_TEST",
+        "0.01",
+        "TEST.AUG.ENABLED",
+        "True",
+        "TEST.AUG.MIN_SIZES",
+        "(128, 160)",
+        "TEST.AUG.MAX_SIZE",
+        "160",
+        "OUTPUT_DIR",
+        str(out),
+    )
     assert "Running inference with test-time augmentation" in log
     assert log.count("Evaluation results for bbox") == 2
     plain = json.load(open(out / "inference" / "coco_instances_results.json"))

@@ -1,4 +1,5 @@
 """Images larger than the network input: tiles for training, tiled detection merged by NMS."""
+
 import json
 import re
 
@@ -23,15 +24,23 @@ from support.user_data import make_images, write_csv
 def record_of(boxes_xyxy, size, mode=BoxMode.XYXY_ABS, file_name="image.png"):
     """A dataset record of an image of `size` (H, W) with class-0 boxes, given in `mode`."""
     boxes = BoxMode.convert(np.asarray(boxes_xyxy, dtype=np.float64), BoxMode.XYXY_ABS, mode)
-    annotations = [{"bbox": box.tolist(), "bbox_mode": mode, "category_id": 0, "iscrowd": 0}
-                   for box in boxes]
-    return {"file_name": file_name, "image_id": 7, "height": size[0], "width": size[1],
-            "annotations": annotations}
+    annotations = [
+        {"bbox": box.tolist(), "bbox_mode": mode, "category_id": 0, "iscrowd": 0} for box in boxes
+    ]
+    return {
+        "file_name": file_name,
+        "image_id": 7,
+        "height": size[0],
+        "width": size[1],
+        "annotations": annotations,
+    }
 
 
 def tile_boxes_in_image(tiles):
     """(N, 4) XYXY boxes of all tiles' annotations, shifted back to image pixels."""
-    boxes = [np.asarray(a["bbox"]) + np.tile(t["tile"][:2], 2) for t in tiles for a in t["annotations"]]
+    boxes = [
+        np.asarray(a["bbox"]) + np.tile(t["tile"][:2], 2) for t in tiles for a in t["annotations"]
+    ]
     return np.stack(boxes)
 
 
@@ -40,16 +49,21 @@ def sorted_rows(boxes):
     return boxes[np.lexsort(boxes.T[::-1])]
 
 
-@pytest.mark.parametrize("height, width, size, overlap",
-                         [(256, 320, 128, 0.2), (1000, 700, 256, 0.5), (100, 90, 128, 0.2),
-                          (130, 129, 128, 0.0)])
+@pytest.mark.parametrize(
+    "height, width, size, overlap",
+    [(256, 320, 128, 0.2), (1000, 700, 256, 0.5), (100, 90, 128, 0.2), (130, 129, 128, 0.0)],
+)
 def test_windows_cover_the_image_and_stay_inside_it(height, width, size, overlap):
     windows = tile_windows(height, width, size, overlap)
     covered = np.zeros((height, width), dtype=bool)
     for x1, y1, x2, y2 in windows:
         covered[y1:y2, x1:x2] = True
     assert covered.all()
-    assert (windows[:, :2] >= 0).all() and (windows[:, 2] <= width).all() and (windows[:, 3] <= height).all()
+    assert (
+        (windows[:, :2] >= 0).all()
+        and (windows[:, 2] <= width).all()
+        and (windows[:, 3] <= height).all()
+    )
     assert (windows[:, 2] - windows[:, 0] == min(size, width)).all()
     assert (windows[:, 3] - windows[:, 1] == min(size, height)).all()
 
@@ -74,15 +88,21 @@ def test_tiles_without_overlap_keep_every_box_exactly_once():
     assert [t["tile"] for t in tiles] == windows.tolist()
     assert all(t["height"] == t["width"] == 128 and t["image_id"] == 7 for t in tiles)
     assert all(a["bbox_mode"] == BoxMode.XYXY_ABS for t in tiles for a in t["annotations"])
-    np.testing.assert_allclose(sorted_rows(tile_boxes_in_image(tiles)), sorted_rows(boxes), atol=1e-9)
+    np.testing.assert_allclose(
+        sorted_rows(tile_boxes_in_image(tiles)), sorted_rows(boxes), atol=1e-9
+    )
 
 
 def test_a_box_mostly_outside_a_tile_is_dropped_and_one_mostly_inside_is_clipped():
     window = [50, 50, 150, 150]
-    boxes = np.array([[20, 60, 60, 70],     # 1/4 of its area inside: dropped
-                      [45, 60, 65, 70],     # 3/4 inside: clipped to the window
-                      [160, 60, 170, 70],   # outside
-                      [60, 60, 70, 70]])    # inside
+    boxes = np.array(
+        [
+            [20, 60, 60, 70],  # 1/4 of its area inside: dropped
+            [45, 60, 65, 70],  # 3/4 inside: clipped to the window
+            [160, 60, 170, 70],  # outside
+            [60, 60, 70, 70],
+        ]
+    )  # inside
     keep, clipped = cut_boxes(boxes, window, min_visible=0.5)
     assert keep.tolist() == [1, 3]
     assert clipped.tolist() == [[0, 10, 15, 20], [10, 10, 20, 20]]  # relative to the window
@@ -113,9 +133,16 @@ class FixedBoxDetector(nn.Module):
         for x in batched_inputs:
             self.sizes.append((x["height"], x["width"]))
             score = 1.0 - 0.01 * len(self.sizes)
-            outputs.append({"instances": Instances(
-                (x["height"], x["width"]), pred_boxes=Boxes(torch.tensor([[10.0, 20, 40, 50]])),
-                scores=torch.tensor([score]), pred_classes=torch.tensor([0]))})
+            outputs.append(
+                {
+                    "instances": Instances(
+                        (x["height"], x["width"]),
+                        pred_boxes=Boxes(torch.tensor([[10.0, 20, 40, 50]])),
+                        scores=torch.tensor([score]),
+                        pred_classes=torch.tensor([0]),
+                    )
+                }
+            )
         return outputs
 
 
@@ -128,15 +155,27 @@ class BrightRegionDetector(nn.Module):
         for x in batched_inputs:
             ys, xs = torch.nonzero(x["image"].amax(0) > 0, as_tuple=True)
             found = int(len(xs) > 0)
-            box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) if found else torch.zeros(4)
-            outputs.append({"instances": Instances(
-                (x["height"], x["width"]), pred_boxes=Boxes(box.float()[None, :][:found]),
-                scores=torch.tensor([len(xs) / 1e4])[:found], pred_classes=torch.tensor([0])[:found])})
+            box = (
+                torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+                if found
+                else torch.zeros(4)
+            )
+            outputs.append(
+                {
+                    "instances": Instances(
+                        (x["height"], x["width"]),
+                        pred_boxes=Boxes(box.float()[None, :][:found]),
+                        scores=torch.tensor([len(xs) / 1e4])[:found],
+                        pred_classes=torch.tensor([0])[:found],
+                    )
+                }
+            )
         return outputs
 
 
 def tiled(model, *opts):
-    """TiledDetector of `model` with 128 px tiles (the tiny config's test size: tiles not resized)."""
+    """TiledDetector of `model` with 128 px tiles (the tiny config's test size: tiles not
+    resized)."""
     return TiledDetector(tiny_cfg("INPUT.TILING.SIZE", "128", *opts), model).eval()
 
 
@@ -154,7 +193,9 @@ def test_the_tiled_detector_returns_boxes_in_the_whole_images_coordinates():
     expected = np.tile(windows[:, :2], 2) + [10, 20, 40, 50]
     assert stub.sizes == [(128, 128)] * 9  # detections come back in tile pixels
     assert instances.image_size == (256, 320)
-    assert sorted_rows(instances.pred_boxes.tensor.numpy()).tolist() == sorted_rows(expected).tolist()
+    assert (
+        sorted_rows(instances.pred_boxes.tensor.numpy()).tolist() == sorted_rows(expected).tolist()
+    )
 
 
 def test_an_object_seen_by_overlapping_tiles_is_detected_once():
@@ -164,7 +205,9 @@ def test_an_object_seen_by_overlapping_tiles_is_detected_once():
     assert instances.pred_boxes.tensor.tolist() == [[70, 70, 120, 120]]
 
 
-def test_the_tiled_detector_gives_the_plain_models_detections_on_an_image_smaller_than_a_tile(tmp_path):
+def test_the_tiled_detector_gives_the_plain_models_detections_on_an_image_smaller_than_a_tile(
+    tmp_path,
+):
     image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "small.png"), image)
     record = {"file_name": str(tmp_path / "small.png"), "image_id": 0, "height": 64, "width": 96}
@@ -183,7 +226,9 @@ def test_the_tiled_detector_gives_the_plain_models_detections_on_an_image_smalle
 def test_the_demo_detects_on_tiles_of_a_large_image(tmp_path):
     DetectionCheckpointer(detecting_model(), save_dir=str(tmp_path)).save("tiny")
     opts = ["MODEL.DEVICE", "cpu", "INPUT.TILING.SIZE", "128"]
-    predictor, _ = load_tool("demo/demo.py").build_predictor(TINY_CONFIG, str(tmp_path / "tiny.pth"), opts)
+    predictor, _ = load_tool("demo/demo.py").build_predictor(
+        TINY_CONFIG, str(tmp_path / "tiny.pth"), opts
+    )
     image = np.random.default_rng(2).integers(0, 256, (256, 320, 3), dtype=np.uint8)
     instances = predictor(image)["instances"]
     assert isinstance(predictor.model, TiledDetector)
@@ -194,10 +239,25 @@ def test_the_demo_detects_on_tiles_of_a_large_image(tmp_path):
 def test_train_net_trains_on_tiles_and_evaluates_whole_large_images(tmp_path):
     csv_file = write_csv(str(tmp_path / "data"), make_images(1, size=(256, 320)))
     out = tmp_path / "run"
-    log = run("DATASETS.TRAIN", f'("csv:{csv_file}",)', "DATASETS.TEST", f'("csv:{csv_file}",)',
-              "MODEL.RETINANET.NUM_CLASSES", "0", "INPUT.TILING.SIZE", "128", "SOLVER.MAX_ITER", "2",
-              "MODEL.RETINANET.SCORE_THRESH_TEST", "0.001", "OUTPUT_DIR", str(out))
-    assert re.search(r"Tiling: 9 tiles of 128 px \(overlap 0.2\) made from 1 images larger than a tile", log)
+    log = run(
+        "DATASETS.TRAIN",
+        f'("csv:{csv_file}",)',
+        "DATASETS.TEST",
+        f'("csv:{csv_file}",)',
+        "MODEL.RETINANET.NUM_CLASSES",
+        "0",
+        "INPUT.TILING.SIZE",
+        "128",
+        "SOLVER.MAX_ITER",
+        "2",
+        "MODEL.RETINANET.SCORE_THRESH_TEST",
+        "0.001",
+        "OUTPUT_DIR",
+        str(out),
+    )
+    assert re.search(
+        r"Tiling: 9 tiles of 128 px \(overlap 0.2\) made from 1 images larger than a tile", log
+    )
     assert "Evaluation results for bbox" in log
     detections = json.load(open(out / "inference" / "coco_instances_results.json"))
     assert {d["image_id"] for d in detections} == {0}

@@ -1,4 +1,5 @@
 """RetinaNet (K anchors): every bag member is a positive of its object; nothing else is."""
+
 import torch
 
 from detectron2.structures import Boxes, Instances, pairwise_iou

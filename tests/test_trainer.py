@@ -1,4 +1,5 @@
 """The trainer's additions to DefaultTrainer."""
+
 import os
 
 import pytest
@@ -20,9 +21,18 @@ def total_norm(model):
 
 
 def step_with_unit_gradients(clip_value):
-    """One optimizer step (learning rate 0) of a model whose gradients are all 1; returns the model."""
-    cfg = tiny_cfg("SOLVER.CLIP_GRADIENTS.ENABLED", True, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
-                   "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", clip_value, "SOLVER.BASE_LR", 0.0)
+    """One optimizer step (learning rate 0) of a model whose gradients are all 1; returns the
+    model."""
+    cfg = tiny_cfg(
+        "SOLVER.CLIP_GRADIENTS.ENABLED",
+        True,
+        "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+        "full_model",
+        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+        clip_value,
+        "SOLVER.BASE_LR",
+        0.0,
+    )
     model = build_tiny_model()
     optimizer = Trainer.build_optimizer(cfg, model)
     fill_gradients(model, 1.0)
@@ -49,8 +59,16 @@ def test_a_single_worker_model_is_not_wrapped():
 
 
 def test_the_trainer_trains_with_the_batch_and_lr_rescaled_to_its_workers(tmp_path):
-    cfg = tiny_cfg("SOLVER.REFERENCE_WORLD_SIZE", 2, "SOLVER.IMS_PER_BATCH", 4,
-                   "SOLVER.BASE_LR", 0.02, "OUTPUT_DIR", str(tmp_path))
+    cfg = tiny_cfg(
+        "SOLVER.REFERENCE_WORLD_SIZE",
+        2,
+        "SOLVER.IMS_PER_BATCH",
+        4,
+        "SOLVER.BASE_LR",
+        0.02,
+        "OUTPUT_DIR",
+        str(tmp_path),
+    )
     solver = Trainer(cfg).cfg.SOLVER  # one worker here
     assert (solver.IMS_PER_BATCH, solver.BASE_LR, solver.REFERENCE_WORLD_SIZE) == (2, 0.01, 1)
 
@@ -58,6 +76,9 @@ def test_the_trainer_trains_with_the_batch_and_lr_rescaled_to_its_workers(tmp_pa
 def test_a_batch_that_is_not_a_multiple_of_the_reference_world_size_is_refused_saying_what_to_do():
     path = os.path.join(REPO, "configs/COCO-Detection/ltm_R_50_FPN_1x.yaml")
     cfg = load_config(path, ["SOLVER.IMS_PER_BATCH", 4])
-    with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH 4 is not a multiple of SOLVER."
-                       "REFERENCE_WORLD_SIZE 8.*add SOLVER.REFERENCE_WORLD_SIZE 0"):
+    with pytest.raises(
+        ValueError,
+        match="SOLVER.IMS_PER_BATCH 4 is not a multiple of SOLVER."
+        "REFERENCE_WORLD_SIZE 8.*add SOLVER.REFERENCE_WORLD_SIZE 0",
+    ):
         scale_to_workers(cfg, 1)

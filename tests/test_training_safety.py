@@ -1,5 +1,6 @@
 """The trainer checks its data before training, skips unreadable images, and names the last
 checkpoint when the loss becomes NaN."""
+
 import os
 
 import pytest
@@ -13,8 +14,16 @@ from ltm_d2.engine import Trainer
 from support import tiny_cfg
 from support.coco_files import spoil_image_file, with_changes, write_coco
 
-SMALL_INPUT = ("INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64, "TEST.EVAL_PERIOD", 0,
-               "DATASETS.TEST", "()")
+SMALL_INPUT = (
+    "INPUT.MIN_SIZE_TRAIN",
+    (48,),
+    "INPUT.MAX_SIZE_TRAIN",
+    64,
+    "TEST.EVAL_PERIOD",
+    0,
+    "DATASETS.TEST",
+    "()",
+)
 
 
 def test_datasets_registered_without_checks_are_checked_before_training(tmp_path):
@@ -30,9 +39,17 @@ def test_training_skips_an_unreadable_image_and_reports_it(tmp_path):
     json_file, image_root = write_coco(tmp_path / "data")
     register_checked_coco("test_train_with_a_bad_image", {}, json_file, image_root)
     spoil_image_file(os.path.join(image_root, "002.jpg"), "truncated")
-    cfg = tiny_cfg("DATASETS.TRAIN", ("test_train_with_a_bad_image",), "SOLVER.MAX_ITER", 2,
-                   "DATALOADER.MAX_BAD_IMAGE_FRACTION", 0.25, "OUTPUT_DIR", str(tmp_path / "run"),
-                   *SMALL_INPUT)
+    cfg = tiny_cfg(
+        "DATASETS.TRAIN",
+        ("test_train_with_a_bad_image",),
+        "SOLVER.MAX_ITER",
+        2,
+        "DATALOADER.MAX_BAD_IMAGE_FRACTION",
+        0.25,
+        "OUTPUT_DIR",
+        str(tmp_path / "run"),
+        *SMALL_INPUT,
+    )
     trainer = Trainer(cfg)
     trainer.train()
     assert trainer.iter == 2

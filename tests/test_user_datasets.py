@@ -1,4 +1,5 @@
 """A user's dataset named by format and path: read, classes from the data, clear errors."""
+
 import os
 import xml.etree.ElementTree as ET
 
@@ -15,13 +16,30 @@ from support.user_data import make_images, voc_xml, write_coco, write_csv, write
 
 
 def cfg_for(train, test=(), *opts):
-    return load_config(TINY_CONFIG, ["MODEL.RETINANET.NUM_CLASSES", "0", "DATASETS.TRAIN", str(tuple(train)),
-                                     "DATASETS.TEST", str(tuple(test)), *opts])
+    return load_config(
+        TINY_CONFIG,
+        [
+            "MODEL.RETINANET.NUM_CLASSES",
+            "0",
+            "DATASETS.TRAIN",
+            str(tuple(train)),
+            "DATASETS.TEST",
+            str(tuple(test)),
+            *opts,
+        ],
+    )
 
 
 def boxes_of(records, classes):
-    return sorted((os.path.basename(r["file_name"]), tuple(round(v) for v in a["bbox"]), classes[a["category_id"]])
-                  for r in records for a in r["annotations"])
+    return sorted(
+        (
+            os.path.basename(r["file_name"]),
+            tuple(round(v) for v in a["bbox"]),
+            classes[a["category_id"]],
+        )
+        for r in records
+        for a in r["annotations"]
+    )
 
 
 @pytest.fixture
@@ -39,7 +57,11 @@ def test_each_format_reads_the_same_boxes_and_classes(tmp_path, images, fmt):
             for a in r["annotations"]:
                 x, y, w, h = a["bbox"]
                 a["bbox"] = [x, y, x + w, y + h]
-    expected = sorted((f"train{i:03d}.png", box[:4], box[4]) for i, (_, boxes) in enumerate(images) for box in boxes)
+    expected = sorted(
+        (f"train{i:03d}.png", box[:4], box[4])
+        for i, (_, boxes) in enumerate(images)
+        for box in boxes
+    )
     assert boxes_of(records, MetadataCatalog.get(f"{fmt}:{path}").thing_classes) == expected
     assert all(r["height"] == 96 and r["width"] == 128 for r in records)
 
@@ -71,16 +93,23 @@ def test_a_val_class_that_train_lacks_is_refused_naming_it_and_where(tmp_path, i
     val_images = make_images(2, seed=5)
     val_images[1][1][0] = (*val_images[1][1][0][:4], "triangle")
     val = write_csv(str(tmp_path), val_images, "val")
-    with pytest.raises(DatasetError, match=r"class 'triangle' \(.*val.csv, line \d+\) is not among"):
+    with pytest.raises(
+        DatasetError, match=r"class 'triangle' \(.*val.csv, line \d+\) is not among"
+    ):
         cfg_for([f"csv:{train}"], [f"csv:{val}"])
 
 
 def test_a_val_set_lacking_a_class_keeps_the_training_class_ids(tmp_path, images):
     train = write_voc(str(tmp_path), images)
-    val_images = [(image, [b for b in boxes if b[4] == "rectangle"]) for image, boxes in make_images(3, seed=2)]
+    val_images = [
+        (image, [b for b in boxes if b[4] == "rectangle"])
+        for image, boxes in make_images(3, seed=2)
+    ]
     val = write_voc(str(tmp_path), val_images, "val")
     cfg_for([f"voc:{train}"], [f"voc:{val}"])
-    assert {a["category_id"] for r in DatasetCatalog.get(f"voc:{val}") for a in r["annotations"]} == {1}
+    assert {
+        a["category_id"] for r in DatasetCatalog.get(f"voc:{val}") for a in r["annotations"]
+    } == {1}
 
 
 def test_coco_files_with_other_categories_are_refused_naming_the_difference(tmp_path, images):
@@ -96,15 +125,27 @@ def test_data_with_other_classes_than_a_trained_model_is_refused_when_loaded(tmp
     path = write_csv(str(tmp_path), images)
     name = f"csv:{path}"
     cfg_for([], [name], "DATASETS.CLASS_NAMES", "('cat', 'dog')")
-    with pytest.raises(DatasetError, match=r"class 'disc' .* is not among the classes of the config's"):
+    with pytest.raises(
+        DatasetError, match=r"class 'disc' .* is not among the classes of the config's"
+    ):
         DatasetCatalog.get(name)
 
 
-@pytest.mark.parametrize("row,error", [
-    ("images/nowhere.png,1,1,10,10,disc", r"train.csv, line 13: image .*nowhere.png does not exist"),
-    ("images/train000.png,1,1,ten,10,disc", r"train.csv, line 13: box 1,1,ten,10, expected four numbers"),
-    ("images/train000.png,1,1,10,10", r"train.csv, line 13: 5 field\(s\), expected 6"),
-], ids=["missing image", "bad box", "five fields"])
+@pytest.mark.parametrize(
+    "row,error",
+    [
+        (
+            "images/nowhere.png,1,1,10,10,disc",
+            r"train.csv, line 13: image .*nowhere.png does not exist",
+        ),
+        (
+            "images/train000.png,1,1,ten,10,disc",
+            r"train.csv, line 13: box 1,1,ten,10, expected four numbers",
+        ),
+        ("images/train000.png,1,1,10,10", r"train.csv, line 13: 5 field\(s\), expected 6"),
+    ],
+    ids=["missing image", "bad box", "five fields"],
+)
 def test_a_bad_csv_row_is_refused_with_its_line(tmp_path, images, row, error):
     path = write_csv(str(tmp_path), images)
     with open(path, "a") as f:
@@ -116,7 +157,9 @@ def test_a_bad_csv_row_is_refused_with_its_line(tmp_path, images, row, error):
 def test_a_csv_header_and_images_without_boxes_are_accepted(tmp_path, images):
     path = write_csv(str(tmp_path), images)
     rows = open(path).read()
-    open(path, "w").write("image_path,x1,y1,x2,y2,class_name\n" + rows + "images/train000.png,,,,,\n")
+    open(path, "w").write(
+        "image_path,x1,y1,x2,y2,class_name\n" + rows + "images/train000.png,,,,,\n"
+    )
     assert len(load_dataset(f"csv:{path}").records) == 4
 
 
@@ -124,7 +167,9 @@ def test_boxes_outside_the_image_are_refused_naming_the_object(tmp_path, images)
     folder = write_voc(str(tmp_path), images)
     xml = voc_xml("train001.png", (96, 128), [(200, 10, 240, 40, "disc")])
     ET.ElementTree(xml).write(os.path.join(folder, "train001.xml"))
-    with pytest.raises(DatasetError, match=r"train001.xml, object 1: bbox .* lies entirely outside its 128 x 96"):
+    with pytest.raises(
+        DatasetError, match=r"train001.xml, object 1: bbox .* lies entirely outside its 128 x 96"
+    ):
         load_dataset(f"voc:{folder}")
 
 
@@ -140,7 +185,9 @@ def test_a_voc_file_without_size_is_refused(tmp_path, images):
 def test_a_voc_file_of_another_layout_is_refused(tmp_path, images):
     folder = write_voc(str(tmp_path), images)
     open(os.path.join(folder, "train003.xml"), "w").write("<labels><box>1 2 3 4</box></labels>")
-    with pytest.raises(DatasetError, match=r"train003.xml: root element <labels>, expected .*<annotation>"):
+    with pytest.raises(
+        DatasetError, match=r"train003.xml: root element <labels>, expected .*<annotation>"
+    ):
         load_dataset(f"voc:{folder}")
 
 
@@ -149,7 +196,9 @@ def test_a_voc_object_without_its_box_corners_is_refused(tmp_path, images):
     xml = voc_xml("train000.png", (96, 128), [(2, 2, 20, 20, "disc")])
     xml.find("object/bndbox").remove(xml.find("object/bndbox/ymax"))
     ET.ElementTree(xml).write(os.path.join(folder, "train000.xml"))
-    with pytest.raises(DatasetError, match=r"train000.xml, object 1: <ymax> is nothing, expected a number"):
+    with pytest.raises(
+        DatasetError, match=r"train000.xml, object 1: <ymax> is nothing, expected a number"
+    ):
         load_dataset(f"voc:{folder}")
 
 
@@ -181,17 +230,24 @@ def test_an_empty_dataset_is_refused(tmp_path, fmt):
 
 
 def test_an_unknown_format_is_refused_listing_the_formats():
-    with pytest.raises(DatasetError, match="expected FORMAT:PATH with FORMAT one of coco, voc, csv"):
+    with pytest.raises(
+        DatasetError, match="expected FORMAT:PATH with FORMAT one of coco, voc, csv"
+    ):
         cfg_for(["yolo:data/train"])
 
 
-def test_evaluation_warns_when_an_image_holds_more_objects_than_the_detections_kept(tmp_path, images, caplog):
+def test_evaluation_warns_when_an_image_holds_more_objects_than_the_detections_kept(
+    tmp_path, images, caplog
+):
     from ltm_d2.engine import Trainer
 
     path = write_csv(str(tmp_path), images)  # three objects per image
     cfg = cfg_for([f"csv:{path}"], [f"csv:{path}"], "TEST.DETECTIONS_PER_IMAGE", "2")
     Trainer.build_evaluator(cfg, f"csv:{path}", str(tmp_path / "inference"))
-    assert "an image has 3 objects, but the model keeps at most TEST.DETECTIONS_PER_IMAGE 2" in caplog.text
+    assert (
+        "an image has 3 objects, but the model keeps at most TEST.DETECTIONS_PER_IMAGE 2"
+        in caplog.text
+    )
 
 
 def test_coco_ap_counts_every_detection_a_crowded_config_keeps(tmp_path, images):

@@ -3,6 +3,7 @@ Errors a user causes end train_net.py, demo/demo.py and the tools with a short m
 what to do) and exit status 2, without a traceback; LTM_D2_DEBUG=1 shows the traceback again.
 The checks that need no model run before any model is built.
 """
+
 import importlib.util
 import os
 import subprocess
@@ -45,20 +46,26 @@ def write(tmp_path, name, text):
     return str(path)
 
 
-def test_a_yaml_syntax_error_names_the_file_line_and_column(train_net, capsys, monkeypatch, tmp_path):
+def test_a_yaml_syntax_error_names_the_file_line_and_column(
+    train_net, capsys, monkeypatch, tmp_path
+):
     config = write(tmp_path, "bad.yaml", "MODEL:\n  LTM: [1\n")
     err = train_net_error(train_net, capsys, monkeypatch, "--config-file", config)
     assert f"{config}:3:1: not a valid config file" in err
 
 
 def test_a_python_tag_is_refused_as_an_invalid_file(train_net, capsys, monkeypatch, tmp_path):
-    config = write(tmp_path, "tag.yaml", 'MODEL:\n  WEIGHTS: !!python/object/apply:os.getcwd []\n')
+    config = write(tmp_path, "tag.yaml", "MODEL:\n  WEIGHTS: !!python/object/apply:os.getcwd []\n")
     err = train_net_error(train_net, capsys, monkeypatch, "--config-file", config)
     assert f"{config}:2:12: not a valid config file" in err and "python/object" in err
 
 
-def test_an_unknown_key_in_a_file_names_the_key_and_its_line(train_net, capsys, monkeypatch, tmp_path):
-    config = write(tmp_path, "key.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  LTM:\n    BAG_SIZ: 3\n')
+def test_an_unknown_key_in_a_file_names_the_key_and_its_line(
+    train_net, capsys, monkeypatch, tmp_path
+):
+    config = write(
+        tmp_path, "key.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  LTM:\n    BAG_SIZ: 3\n'
+    )
     err = train_net_error(train_net, capsys, monkeypatch, "--config-file", config)
     assert f"{config}:4: unknown config key MODEL.LTM.BAG_SIZ" in err
 
@@ -77,14 +84,26 @@ def test_a_missing_base_names_the_missing_file(train_net, capsys, monkeypatch, t
 
 
 def test_a_missing_config_file(train_net, capsys, monkeypatch, tmp_path):
-    err = train_net_error(train_net, capsys, monkeypatch, "--config-file", str(tmp_path / "no.yaml"))
+    err = train_net_error(
+        train_net, capsys, monkeypatch, "--config-file", str(tmp_path / "no.yaml")
+    )
     assert f"{tmp_path / 'no.yaml'}" in err and "does not exist" in err
 
 
-def test_missing_weights_are_reported_before_the_model_is_built(train_net, capsys, monkeypatch, tmp_path):
+def test_missing_weights_are_reported_before_the_model_is_built(
+    train_net, capsys, monkeypatch, tmp_path
+):
     err = train_net_error(
-        train_net, capsys, monkeypatch, "--config-file", TINY_CONFIG, "--eval-only",
-        "MODEL.WEIGHTS", str(tmp_path / "model.pth"), "OUTPUT_DIR", str(tmp_path),
+        train_net,
+        capsys,
+        monkeypatch,
+        "--config-file",
+        TINY_CONFIG,
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        str(tmp_path / "model.pth"),
+        "OUTPUT_DIR",
+        str(tmp_path),
     )
     assert f"MODEL.WEIGHTS {tmp_path / 'model.pth'}: no such file" in err
 
@@ -102,16 +121,30 @@ def test_an_invalid_dataset_is_reported_before_the_model_is_built(
 ):
     annotations = write(tmp_path, "train.json", "{not json")
     err = train_net_error(
-        train_net, capsys, monkeypatch, "--config-file", TINY_CONFIG, "OUTPUT_DIR", str(tmp_path),
-        "DATASETS.TRAIN", f'("coco:{annotations}",)',
+        train_net,
+        capsys,
+        monkeypatch,
+        "--config-file",
+        TINY_CONFIG,
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "DATASETS.TRAIN",
+        f'("coco:{annotations}",)',
     )
     assert annotations in err
 
 
 def test_a_flag_after_the_overrides(train_net, capsys, monkeypatch, tmp_path):
     err = train_net_error(
-        train_net, capsys, monkeypatch, "--config-file", TINY_CONFIG,
-        "OUTPUT_DIR", str(tmp_path), "--machine-rank", "1",
+        train_net,
+        capsys,
+        monkeypatch,
+        "--config-file",
+        TINY_CONFIG,
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "--machine-rank",
+        "1",
     )
     assert "--machine-rank comes after the KEY VALUE overrides" in err
 
@@ -119,7 +152,9 @@ def test_a_flag_after_the_overrides(train_net, capsys, monkeypatch, tmp_path):
 @pytest.mark.parametrize("script", ["demo/demo.py", "tools/draw_detections.py"])
 def test_demo_and_tools_end_on_a_user_error_with_its_message(capsys, monkeypatch, tmp_path, script):
     module = load_script(os.path.join(REPO, script))
-    config = write(tmp_path, "key.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  LTM:\n    BAG_SIZ: 3\n')
+    config = write(
+        tmp_path, "key.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  LTM:\n    BAG_SIZ: 3\n'
+    )
     weights = write(tmp_path, "model.pth", "")
     argv = ["--config-file", config, "--weights", weights, "--output", str(tmp_path)]
     argv += ["--input", TINY_CONFIG] if script == "demo/demo.py" else []
@@ -133,8 +168,12 @@ def test_demo_and_tools_end_on_a_user_error_with_its_message(capsys, monkeypatch
 
 def run_train_net(*argv, **env):
     return subprocess.run(
-        [sys.executable, "train_net.py", *argv], cwd=REPO, capture_output=True, text=True,
-        timeout=300, env={**os.environ, **env},
+        [sys.executable, "train_net.py", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
     )
 
 

@@ -1,4 +1,5 @@
 """Bad annotation files are refused before training, naming file, image, annotation and problem."""
+
 import copy
 import os
 
@@ -74,8 +75,9 @@ def test_a_box_of_zero_size_is_counted_named_and_dropped_by_detectron2s_mapper(
     record = next(
         r for r in DatasetCatalog.get(f"test_zero_size_{width}_{height}") if r["image_id"] == 2
     )
-    cfg = tiny_cfg("INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64,
-                   "INPUT.RANDOM_FLIP", "none")
+    cfg = tiny_cfg(
+        "INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64, "INPUT.RANDOM_FLIP", "none"
+    )
     instances = DatasetMapper(cfg, is_train=True)(record)["instances"]
     assert len(instances) == len(record["annotations"]) - 1
 
@@ -87,8 +89,15 @@ def test_a_nan_or_infinite_coordinate(tmp_path, value):
     assert "has a NaN or infinite value, expected finite numbers" in message
 
 
-@pytest.mark.parametrize("bbox", [[64.0, 10.0, 5.0, 5.0], [10.0, 48.0, 5.0, 5.0],
-                                  [-20.0, 10.0, 20.0, 5.0], [10.0, -9.0, 5.0, 9.0]])
+@pytest.mark.parametrize(
+    "bbox",
+    [
+        [64.0, 10.0, 5.0, 5.0],
+        [10.0, 48.0, 5.0, 5.0],
+        [-20.0, 10.0, 20.0, 5.0],
+        [10.0, -9.0, 5.0, 9.0],
+    ],
+)
 def test_a_box_entirely_outside_its_image(tmp_path, bbox):
     message = error_of(tmp_path, with_changes("annotations", 41, bbox=bbox))
     assert "image id 4, annotation id 41" in message
@@ -102,8 +111,9 @@ def test_a_box_partly_outside_is_accepted_and_clipped_by_detectron2s_mapper(tmp_
 
     register_checked_coco("test_partly_outside", {}, json_file, image_root)
     record = next(r for r in DatasetCatalog.get("test_partly_outside") if r["image_id"] == 4)
-    cfg = tiny_cfg("INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64,
-                   "INPUT.RANDOM_FLIP", "none")
+    cfg = tiny_cfg(
+        "INPUT.MIN_SIZE_TRAIN", (48,), "INPUT.MAX_SIZE_TRAIN", 64, "INPUT.RANDOM_FLIP", "none"
+    )
     boxes = DatasetMapper(cfg, is_train=True)(record)["instances"].gt_boxes.tensor
     assert boxes.tolist() == [[50.0, 0.0, 64.0, 20.0]]
 

@@ -13,6 +13,7 @@ activation counts; one multiply-add counts as one flop). Nothing is trained or d
 stride (default: MIN_SIZE_TEST x MAX_SIZE_TEST, the largest input of the config's test resize).
 --details also prints each model's parameter_count_table and its FLOPs by operator.
 """
+
 import argparse
 import os
 
@@ -29,14 +30,28 @@ def get_parser():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config-file", required=True, action="append", metavar="FILE",
-                        help="an ltm_d2 config; repeat it to compare models")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="network input (default: MIN_SIZE_TEST MAX_SIZE_TEST of each config)")
-    parser.add_argument("--details", action="store_true",
-                        help="also print the parameters by module and the FLOPs by operator")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                        help="KEY VALUE overrides, for all configs")
+    parser.add_argument(
+        "--config-file",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="an ltm_d2 config; repeat it to compare models",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="network input (default: MIN_SIZE_TEST MAX_SIZE_TEST of each config)",
+    )
+    parser.add_argument(
+        "--details",
+        action="store_true",
+        help="also print the parameters by module and the FLOPs by operator",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides, for all configs"
+    )
     return parser
 
 
@@ -49,12 +64,19 @@ def main(argv=None):
         size = tuple(args.input_size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))
         cost = model_cost(model, size)
         name = os.path.splitext(os.path.basename(config_file))[0]
-        rows.append(f"| {name} | {cost.architecture} | {size[0]}x{size[1]} | {cost.parameters / 1e6:.2f} M "
-                    f"| {cost.flops / 1e9:.2f} G | {cost.activations / 1e6:.1f} M |")
+        rows.append(
+            f"| {name} | {cost.architecture} | {size[0]}x{size[1]} | {cost.parameters / 1e6:.2f} M "
+            f"| {cost.flops / 1e9:.2f} G | {cost.activations / 1e6:.1f} M |"
+        )
         if args.details:
             print(f"{name}: parameters by module\n{parameter_count_table(model, max_depth=3)}")
-            print(f"{name}: GFLOPs by operator: " + ", ".join(
-                f"{op} {flops / 1e9:.2f}" for op, flops in sorted(cost.flops_by_operator.items())))
+            print(
+                f"{name}: GFLOPs by operator: "
+                + ", ".join(
+                    f"{op} {flops / 1e9:.2f}"
+                    for op, flops in sorted(cost.flops_by_operator.items())
+                )
+            )
     print("| config | model | input (HxW) | parameters | FLOPs | activations |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -7,7 +7,8 @@ member of an LTM bag of MODEL.LTM.BAG_SIZE).
 
     python tools/anchor_coverage.py --config-file configs/Shapes-Detection/retinanet_R_18_FPN_demo.yaml \
         --dataset ltm_shapes_small_tune --num-images 300
-"""
+"""  # noqa: E501 (the --help text, kept as it is printed)
+
 import argparse
 import sys
 
@@ -27,15 +28,24 @@ from ltm_d2.errors import run_main
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--dataset", help="registered dataset (default: the config's first DATASETS.TEST)")
-    parser.add_argument("--num-images", type=int, default=0, help="the first N images only (default: all)")
+    parser.add_argument(
+        "--dataset", help="registered dataset (default: the config's first DATASETS.TEST)"
+    )
+    parser.add_argument(
+        "--num-images", type=int, default=0, help="the first N images only (default: all)"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
     if not has_anchors(cfg):
-        sys.exit(f"error: {args.config_file}: {cfg.MODEL.META_ARCHITECTURE} has no anchors to cover objects with")
+        sys.exit(
+            f"error: {args.config_file}: {cfg.MODEL.META_ARCHITECTURE} has no anchors "
+            "to cover objects with"
+        )
     dataset = args.dataset or cfg.DATASETS.TEST[0]
     records = DatasetCatalog.get(dataset)
     records = records[: args.num_images] if args.num_images > 0 else records

@@ -10,6 +10,7 @@ and the slope of the line fitted to gain against aspect ratio; writes `aspect_ra
                   output/ltm/inference/coco_instances_results.json \
         --names RetinaNet LTM --output output/analysis
 """
+
 import logging
 import os
 
@@ -19,9 +20,9 @@ from ltm_d2.analysis.aspect_ratio import (
     plot_category_ap,
     plot_gain_against_aspect_ratio,
 )
-from ltm_d2.evaluation.coco_ap import evaluate_boxes, per_category_ap
 from ltm_d2.analysis.comparison import comparison_argument_parser, start_comparison
 from ltm_d2.errors import run_main
+from ltm_d2.evaluation.coco_ap import evaluate_boxes, per_category_ap
 
 
 def main(argv=None):
@@ -41,7 +42,10 @@ def main(argv=None):
     print(f"| category | aspect ratio | AP {names[0]} | AP {names[1]} | gain |")
     print("|---|---|---|---|---|")
     for i in ratios.argsort():
-        print(f"| {categories[i]} | {ratios[i]:.2f} | {aps[0][i]:.1f} | {aps[1][i]:.1f} | {gains[i]:+.1f} |")
+        print(
+            f"| {categories[i]} | {ratios[i]:.2f} | {aps[0][i]:.1f} | "
+            f"{aps[1][i]:.1f} | {gains[i]:+.1f} |"
+        )
     slope, intercept = fit_line(ratios, gains)
     print(f"fitted line: gain = {slope:+.3f} * aspect ratio {intercept:+.3f} (AP points)")
 

@@ -10,6 +10,7 @@ DefaultPredictor with the LTM checkpoint gives the LTM model's detections (docs/
 LTM-AF configs, and configs naming a backbone or anchor generator that ltm_d2 registers, are
 refused: a plain Detectron2 cannot build their model.
 """
+
 import argparse
 import sys
 
@@ -23,8 +24,12 @@ def get_parser():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="an ltm_d2 config")
-    parser.add_argument("--output", required=True, metavar="OUT.yaml", help="the plain config to write")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    parser.add_argument(
+        "--output", required=True, metavar="OUT.yaml", help="the plain config to write"
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides"
+    )
     return parser
 
 
@@ -36,8 +41,10 @@ def main(argv=None):
     except NoPlainRetinaNetError as e:
         sys.exit(f"error: {args.config_file}: {e}")
     if cfg.INPUT.TILING.SIZE > 0:
-        print(f"note: INPUT.TILING.SIZE {cfg.INPUT.TILING.SIZE} is not carried over: a plain "
-              "DefaultPredictor detects on whole images")
+        print(
+            f"note: INPUT.TILING.SIZE {cfg.INPUT.TILING.SIZE} is not carried over: a plain "
+            "DefaultPredictor detects on whole images"
+        )
     with open(args.output, "w") as f:
         f.write(text)
     print(f"Wrote {args.output}: META_ARCHITECTURE RetinaNet, for Detectron2 without ltm_d2")

@@ -21,6 +21,7 @@ exported model takes a (3, H, W) float image already resized as DefaultPredictor
 returns the detections at that size (docs/deploy.md). Scripting writes TorchScript only, and
 does not work for LTM-AF (the tool says why).
 """
+
 import argparse
 import os
 import sys
@@ -57,14 +58,27 @@ def get_parser():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
-    parser.add_argument("--export-method", choices=["tracing", "scripting"], default="tracing",
-                        help="method to export models (default tracing)")
-    parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
-                        help="output format (default torchscript)")
+    parser.add_argument(
+        "--export-method",
+        choices=["tracing", "scripting"],
+        default="tracing",
+        help="method to export models (default tracing)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["torchscript", "onnx"],
+        default="torchscript",
+        help="output format (default torchscript)",
+    )
     parser.add_argument("--output", required=True, help="output directory for the exported model")
-    parser.add_argument("--sample-image", default=None,
-                        help="image to trace on and check with (default: the first of DATASETS.TEST[0])")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    parser.add_argument(
+        "--sample-image",
+        default=None,
+        help="image to trace on and check with (default: the first of DATASETS.TEST[0])",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides"
+    )
     return parser
 
 
@@ -84,7 +98,11 @@ def other_sizes(bgr):
     """The left 3/4, the top 2/3 and the left half of an image: three other aspect ratios, so
     other network input sizes."""
     height, width = bgr.shape[:2]
-    return [bgr[:, : max(1, width * 3 // 4)], bgr[: max(1, height * 2 // 3)], bgr[:, : max(1, width // 2)]]
+    return [
+        bgr[:, : max(1, width * 3 // 4)],
+        bgr[: max(1, height * 2 // 3)],
+        bgr[:, : max(1, width // 2)],
+    ]
 
 
 def save_torchscript(module, folder):
@@ -97,7 +115,8 @@ def save_torchscript(module, folder):
 
 
 def export(args, model, sample):
-    """Export `model` as asked into args.output; returns the written model's runner and tolerance."""
+    """Export `model` as asked into args.output; returns the written model's runner and
+    tolerance."""
     os.makedirs(args.output, exist_ok=True)
     if args.export_method == "scripting":
         return scripted_runner(save_torchscript(export_scripting(model), args.output)), EXACT
@@ -110,17 +129,28 @@ def export(args, model, sample):
 
 
 def print_differences(title, differences, tolerance, traced_size):
-    print(f"{title} (tolerance: boxes {tolerance.boxes} px, scores {tolerance.scores}; detections "
-          "matched one to one by class, box and score, docs/deploy.md):")
-    print(f"  {'input':>15}  {'detections':>10}  {'max box diff':>12}  {'max score diff':>14}  "
-          f"{'unmatched':>9}  {'ties':>5}  {'eager s':>7}  {'export s':>8}")
+    print(
+        f"{title} (tolerance: boxes {tolerance.boxes} px, scores {tolerance.scores}; detections "
+        "matched one to one by class, box and score, docs/deploy.md):"
+    )
+    print(
+        f"  {'input':>15}  {'detections':>10}  {'max box diff':>12}  {'max score diff':>14}  "
+        f"{'unmatched':>9}  {'ties':>5}  {'eager s':>7}  {'export s':>8}"
+    )
     for d in differences:
-        size = f"{d.input_size[0]}x{d.input_size[1]}" + (" (traced)" if d.input_size == traced_size else "")
-        print(f"  {size:>15}  {f'{d.eager}/{d.exported}':>10}  {d.boxes:12.3g}  {d.scores:14.3g}  "
-              f"{f'{d.unmatched_eager}/{d.unmatched_exported}':>9}  "
-              f"{f'{d.tied_eager}/{d.tied_exported}':>5}  {d.eager_seconds:7.3f}  {d.exported_seconds:8.3f}")
-    print("  (eager/exported; ties: detections without a counterpart because NMS kept the other "
-          "of two overlapping equal scores; unmatched: the others without one)")
+        size = f"{d.input_size[0]}x{d.input_size[1]}" + (
+            " (traced)" if d.input_size == traced_size else ""
+        )
+        print(
+            f"  {size:>15}  {f'{d.eager}/{d.exported}':>10}  {d.boxes:12.3g}  {d.scores:14.3g}  "
+            f"{f'{d.unmatched_eager}/{d.unmatched_exported}':>9}  "
+            f"{f'{d.tied_eager}/{d.tied_exported}':>5}  {d.eager_seconds:7.3f}  "
+            f"{d.exported_seconds:8.3f}"
+        )
+    print(
+        "  (eager/exported; ties: detections without a counterpart because NMS kept the other "
+        "of two overlapping equal scores; unmatched: the others without one)"
+    )
 
 
 def main(argv=None) -> int:
@@ -129,7 +159,9 @@ def main(argv=None) -> int:
     # the image sizes that the check on other sizes shows to stay dynamic).
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     if args.export_method == "scripting" and args.format != "torchscript":
-        sys.exit("error: --export-method scripting writes --format torchscript only (as Detectron2's)")
+        sys.exit(
+            "error: --export-method scripting writes --format torchscript only (as Detectron2's)"
+        )
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:
@@ -142,17 +174,24 @@ def main(argv=None) -> int:
     except ExportError as e:
         sys.exit(f"error: {e}")
     traced_size = tuple(sample["image"].shape[1:]) if args.export_method == "tracing" else None
-    print(f"Exported {type(model).__name__} ({args.export_method}, {args.format}) to {args.output} in "
-          f"{time.perf_counter() - start:.1f} s" + (f", traced on a {traced_size[0]}x{traced_size[1]} input"
-                                                    if traced_size else ""))
+    print(
+        f"Exported {type(model).__name__} ({args.export_method}, {args.format}) to {args.output} "
+        f"in {time.perf_counter() - start:.1f} s"
+        + (f", traced on a {traced_size[0]}x{traced_size[1]} input" if traced_size else "")
+    )
     inputs = [sample] + [network_input(cfg, image) for image in other_sizes(bgr)]
     differences = check_export(model, run, inputs, tolerance)
     print_differences("Against the eager model", differences, tolerance, traced_size)
     if traced_size and not all(d.within(tolerance) for d in differences):
-        # A traced graph's batched NMS may decide IoUs at the threshold otherwise (ltm_d2/deploy/export.py).
+        # A traced graph's batched NMS may decide IoUs at the threshold otherwise
+        # (ltm_d2/deploy/export.py).
         differences = check_export(model, run, inputs, tolerance, nms_as_traced=True)
-        print_differences("Against the eager model with the traced graph's batched NMS (class offsets)",
-                          differences, tolerance, traced_size)
+        print_differences(
+            "Against the eager model with the traced graph's batched NMS (class offsets)",
+            differences,
+            tolerance,
+            traced_size,
+        )
     failed = [d for d in differences if not d.within(tolerance)]
     print(f"{len(differences) - len(failed)} of {len(differences)} images within tolerance")
     return 1 if failed else 0

@@ -13,6 +13,7 @@ output to OUTPUT/logs/PART.log.
 Without a CUDA device it prints one line and exits 0; --allow-cpu runs the parts on the CPU
 instead (this script's own tests do). Exit status 1 when a part failed.
 """
+
 import argparse
 import glob
 import json
@@ -57,12 +58,19 @@ def part_environment(args) -> dict:
 
     import torch
 
-    details = {"python": platform.python_version(), "torch": torch.__version__,
-               "torch_cuda": torch.version.cuda, "device": args.device}
+    details = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "device": args.device,
+    }
     if args.device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        details.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                       cudnn=torch.backends.cudnn.version())
+        details.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            cudnn=torch.backends.cudnn.version(),
+        )
     missing, found = [], {}
     for name in ("torchvision", "detectron2", "fvcore", "iopath", "pycocotools", "cv2", "ltm_d2"):
         try:
@@ -75,8 +83,10 @@ def part_environment(args) -> dict:
     if "ltm_d2" in found and not found["ltm_d2"].endswith(os.path.join(REPO, "ltm_d2")):
         missing.append(f"ltm_d2 of this checkout (imported: {found['ltm_d2']})")
     where = details.get("gpu", "CPU")
-    figures = (f"{where}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
-               f"Python {details['python']}, detectron2 {found.get('detectron2', 'missing')}")
+    figures = (
+        f"{where}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+        f"Python {details['python']}, detectron2 {found.get('detectron2', 'missing')}"
+    )
     if missing:
         return row("fail", f"{figures}; missing: {'; '.join(missing)}", **details)
     return row("pass", figures, **details)
@@ -85,8 +95,20 @@ def part_environment(args) -> dict:
 def part_tests(args) -> dict:
     """The CUDA cases of the test suite (`pytest -m cuda`)."""
     report = os.path.join(args.work, "tests.xml")
-    command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-               "--continue-on-collection-errors", f"--junitxml={report}", "-rfEs", "tests"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "cuda",
+        "-p",
+        "no:cacheprovider",
+        "--continue-on-collection-errors",
+        f"--junitxml={report}",
+        "-rfEs",
+        "tests",
+    ]
     print(" ".join(command), flush=True)
     subprocess.run(command, cwd=REPO, check=False)
     if not os.path.isfile(report):
@@ -99,37 +121,50 @@ def part_tests(args) -> dict:
     for case in suite.iter("testcase"):
         for problem in list(case.findall("failure")) + list(case.findall("error")):
             message = (problem.get("message") or "").splitlines()
-            failed.append(f"{case.get('classname')}::{case.get('name')}: "
-                          f"{message[0] if message else problem.tag}")
-    figures = (f"{passed} passed, {counts['failures']} failed, {counts['errors']} errors, "
-               f"{counts['skipped']} skipped")
+            failed.append(
+                f"{case.get('classname')}::{case.get('name')}: "
+                f"{message[0] if message else problem.tag}"
+            )
+    figures = (
+        f"{passed} passed, {counts['failures']} failed, {counts['errors']} errors, "
+        f"{counts['skipped']} skipped"
+    )
     if counts["failures"] or counts["errors"]:
         return row("fail", figures, failed=failed, **counts)
     if passed == 0:
-        return row("skip", f"{figures} (no CUDA device)" if args.device == "cpu" else figures,
-                   **counts)
+        return row(
+            "skip", f"{figures} (no CUDA device)" if args.device == "cpu" else figures, **counts
+        )
     return row("pass", figures, **counts)
 
 
 def part_amp(args) -> dict:
     """Half-precision training (SOLVER.AMP.ENABLED) against float32 (bench/amp.py)."""
-    return bench_part("amp", ["--config-file", args.amp_config,
-                              "--iterations", str(args.amp_iterations)], summarise_amp, args)
+    return bench_part(
+        "amp",
+        ["--config-file", args.amp_config, "--iterations", str(args.amp_iterations)],
+        summarise_amp,
+        args,
+    )
 
 
 def summarise_amp(result: dict) -> dict:
     same = result["same_batch"]
-    figures = (f"same batch: loss {same['float32_loss']:.4f} float32, "
-               f"{same['autocast_loss']:.4f} {same['autocast_dtype']} "
-               f"(rel. diff {same['relative_difference']:.1e}, tolerance "
-               f"{result['tolerance']:.0e}); network {same['head_dtype']}, matching "
-               f"{'/'.join(sorted(set(same['loss_dtypes'])))}")
+    figures = (
+        f"same batch: loss {same['float32_loss']:.4f} float32, "
+        f"{same['autocast_loss']:.4f} {same['autocast_dtype']} "
+        f"(rel. diff {same['relative_difference']:.1e}, tolerance "
+        f"{result['tolerance']:.0e}); network {same['head_dtype']}, matching "
+        f"{'/'.join(sorted(set(same['loss_dtypes'])))}"
+    )
     for mode, run in result["training"].items():
         if "skipped" in run:
             figures += f"; {mode}: skipped ({run['skipped']})"
         else:
-            figures += (f"; {mode}: {run['iterations']} it., {run['median_step_ms']:.1f} ms/step, "
-                        f"final loss {run['final_loss']:.3f}")
+            figures += (
+                f"; {mode}: {run['iterations']} it., {run['median_step_ms']:.1f} ms/step, "
+                f"final loss {run['final_loss']:.3f}"
+            )
     details = {k: v for k, v in result.items() if k != "status"}
     return row(result["status"], figures, **details)
 
@@ -141,8 +176,16 @@ def part_train_net(args) -> dict:
     logs = {}
     for name, extra in (
         ("train", ["OUTPUT_DIR", out]),
-        ("eval-only", ["--eval-only", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
-                       "OUTPUT_DIR", os.path.join(out, "eval")]),
+        (
+            "eval-only",
+            [
+                "--eval-only",
+                "MODEL.WEIGHTS",
+                os.path.join(out, "model_final.pth"),
+                "OUTPUT_DIR",
+                os.path.join(out, "eval"),
+            ],
+        ),
     ):
         print(" ".join(base + extra), flush=True)
         done = subprocess.run(base + extra, cwd=REPO, capture_output=True, text=True)
@@ -155,19 +198,37 @@ def part_train_net(args) -> dict:
 
     device = load_config(os.path.join(out, "config.yaml")).MODEL.DEVICE
     checkpoint = os.path.getsize(os.path.join(out, "model_final.pth")) / 2**20
-    ap = [line.split("copypaste:")[1].strip() for line in logs["eval-only"].splitlines()
-          if "copypaste:" in line][-1:]
-    figures = (f"trained on {device}, model_final.pth {checkpoint:.1f} MiB, --eval-only "
-               f"AP,AP50,AP75,APs,APm,APl = {''.join(ap) or 'not printed'}")
+    ap = [
+        line.split("copypaste:")[1].strip()
+        for line in logs["eval-only"].splitlines()
+        if "copypaste:" in line
+    ][-1:]
+    figures = (
+        f"trained on {device}, model_final.pth {checkpoint:.1f} MiB, --eval-only "
+        f"AP,AP50,AP75,APs,APm,APl = {''.join(ap) or 'not printed'}"
+    )
     ok = device == args.device and "Evaluation results for bbox" in logs["eval-only"]
     return row("pass" if ok else "fail", figures, device=device)
 
 
 def part_bench_loss(args) -> dict:
     """bench/loss.py: the loss alone at 7/50/300/1000 objects per image."""
-    return bench_part("loss", ["--objects", "7", "50", "300", "1000", "--repeats", "5",
-                               "--plot", os.path.join(args.work, "loss_scaling.png")],
-                      summarise_loss, args)
+    return bench_part(
+        "loss",
+        [
+            "--objects",
+            "7",
+            "50",
+            "300",
+            "1000",
+            "--repeats",
+            "5",
+            "--plot",
+            os.path.join(args.work, "loss_scaling.png"),
+        ],
+        summarise_loss,
+        args,
+    )
 
 
 def summarise_loss(result: dict) -> dict:
@@ -184,16 +245,22 @@ def summarise_loss(result: dict) -> dict:
 
 def part_bench_model(args) -> dict:
     """bench/model.py: training step and inference, R-50-FPN, 2 images of 800x1216."""
-    return bench_part("model", ["--size", "800", "1216", "--objects", "7", "--repeats", "5"],
-                      summarise_model, args)
+    return bench_part(
+        "model",
+        ["--size", "800", "1216", "--objects", "7", "--repeats", "5"],
+        summarise_model,
+        args,
+    )
 
 
 def summarise_model(result: dict) -> dict:
     figures = []
     for phase in ("training step", "inference"):
         rows = {r["detector"]: r for r in result["rows"] if r["phase"] == phase}
-        figures.append(f"{phase}: RetinaNet {rows['RetinaNet']['median_ms']:.1f} ms, "
-                       f"LTM {rows['LTM']['median_ms']:.1f} ms ({rows['LTM']['ratio']:.3f}x)")
+        figures.append(
+            f"{phase}: RetinaNet {rows['RetinaNet']['median_ms']:.1f} ms, "
+            f"LTM {rows['LTM']['median_ms']:.1f} ms ({rows['LTM']['ratio']:.3f}x)"
+        )
     return row("pass", "; ".join(figures), **result)
 
 
@@ -225,8 +292,9 @@ def run_in_process(name: str, limit: float, command: List[str], log: str, env: d
     """(exit status or None when the time limit ended it, seconds) of `command`, logged to `log`."""
     start = time.perf_counter()
     with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             status = process.wait(timeout=limit)
         except subprocess.TimeoutExpired:
@@ -248,9 +316,22 @@ def run_part(name: str, limit: float, args, env: dict) -> dict:
     os.makedirs(work, exist_ok=True)
     result = os.path.join(work, "result.json")
     log = os.path.join(args.output, "logs", f"{name}.log")
-    command = [sys.executable, os.path.abspath(__file__), "--run-part", name,
-               "--device", args.device, "--work", work, "--result", result,
-               "--amp-config", args.amp_config, "--amp-iterations", str(args.amp_iterations)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--run-part",
+        name,
+        "--device",
+        args.device,
+        "--work",
+        work,
+        "--result",
+        result,
+        "--amp-config",
+        args.amp_config,
+        "--amp-iterations",
+        str(args.amp_iterations),
+    ]
     print(f"gpu-check: {name} (at most {limit:g} s) ...", flush=True)
     status, seconds = run_in_process(name, limit, command, log, env)
     if status is None:
@@ -267,8 +348,9 @@ def import_error(module: str, env: dict, limit: float) -> str:
     """Why `module` does not import in the parts' environment; "" when it does."""
     probe = [sys.executable, "-c", f"import {module}"]
     try:
-        done = subprocess.run(probe, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=limit)
+        done = subprocess.run(
+            probe, cwd=REPO, env=env, capture_output=True, text=True, timeout=limit
+        )
     except subprocess.TimeoutExpired:
         return f"importing {module} took over {limit:g} s"
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -280,35 +362,59 @@ def set_up(args, env: dict, limit: float) -> dict:
     start = time.perf_counter()
     why = import_error("detectron2", env, limit)
     if not why:
-        return {"check": "setup", **row("pass", "detectron2 importable: nothing to install"),
-                "seconds": round(time.perf_counter() - start, 1)}
+        return {
+            "check": "setup",
+            **row("pass", "detectron2 importable: nothing to install"),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
     if why.startswith("importing"):
-        return {"check": "setup", **row("fail", why),
-                "seconds": round(time.perf_counter() - start, 1)}
+        return {
+            "check": "setup",
+            **row("fail", why),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
     wheels = sorted(glob.glob(os.path.join(WHEELS, "*.whl")))
     if not wheels:
-        return {"check": "setup", **row(
-            "fail", f"detectron2 does not import ({why}) and {WHEELS} holds no wheels: run "
-            "`make gpu-wheels` on a machine where pip reaches PyPI and bring .gpu-wheels along"),
-            "seconds": round(time.perf_counter() - start, 1)}
+        return {
+            "check": "setup",
+            **row(
+                "fail",
+                f"detectron2 does not import ({why}) and {WHEELS} holds no wheels: run "
+                "`make gpu-wheels` on a machine where pip reaches PyPI and bring .gpu-wheels along",
+            ),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
     site = os.path.join(args.output, "site")
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
-               "--no-compile", "--target", site, *wheels]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-index",
+        "--no-deps",
+        "--no-compile",
+        "--target",
+        site,
+        *wheels,
+    ]
     log = os.path.join(args.output, "logs", "setup.log")
     status, seconds = run_in_process("setup", limit, command, log, env)
     env["PYTHONPATH"] = os.pathsep.join([site, env["PYTHONPATH"]])
     if status == 0 and not import_error("detectron2", env, limit):
         outcome = row("pass", f"installed {len(wheels)} wheels of {WHEELS} into {site}")
     else:
-        outcome = row("fail", f"installing {len(wheels)} wheels into {site} failed "
-                              f"({last_line(log)})")
+        outcome = row(
+            "fail", f"installing {len(wheels)} wheels into {site} failed ({last_line(log)})"
+        )
     return {"check": "setup", **outcome, "seconds": round(seconds, 1)}
 
 
 def git_commit() -> str:
     try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
     except FileNotFoundError:  # no git on the machine
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown (not a git checkout)"
@@ -316,9 +422,14 @@ def git_commit() -> str:
 
 def markdown(summary: dict) -> str:
     """The summary table, then each benchmark's rows, as GitHub markdown."""
-    lines = [f"# gpu-check, {summary['started']}", "",
-             f"{summary['device']}; commit {summary['commit']}; {summary['seconds']:.0f} s in all.",
-             "", "| check | status | figures | seconds |", "|---|---|---|---|"]
+    lines = [
+        f"# gpu-check, {summary['started']}",
+        "",
+        f"{summary['device']}; commit {summary['commit']}; {summary['seconds']:.0f} s in all.",
+        "",
+        "| check | status | figures | seconds |",
+        "|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         figures = r["figures"].replace("|", "/")
         lines.append(f"| {r['check']} | {r['status']} | {figures} | {r['seconds']:.1f} |")
@@ -326,8 +437,13 @@ def markdown(summary: dict) -> str:
         rows = r["details"].get("rows")
         if r["status"] != "pass" or not rows:
             continue
-        lines += ["", f"## {r['check']}", "", "| " + " | ".join(rows[0]) + " |",
-                  "|" + "---|" * len(rows[0])]
+        lines += [
+            "",
+            f"## {r['check']}",
+            "",
+            "| " + " | ".join(rows[0]) + " |",
+            "|" + "---|" * len(rows[0]),
+        ]
         for x in rows:
             cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in x.values()]
             lines.append("| " + " | ".join(cells) + " |")
@@ -348,22 +464,26 @@ def parse_limits(pairs: List[str]) -> Dict[str, float]:
     for pair in pairs:
         name, _, seconds = pair.partition("=")
         if name not in limits or not seconds:
-            raise SystemExit(f"--time-limit {pair}: expected PART=SECONDS, PART one of "
-                             f"{', '.join(limits)}")
+            raise SystemExit(
+                f"--time-limit {pair}: expected PART=SECONDS, PART one of {', '.join(limits)}"
+            )
         limits[name] = float(seconds)
     return limits
 
 
 def main(argv=None) -> int:
     parts = "\n".join(f"  {name:12} {p.limit:4.0f} s  {p.what}" for name, p in PARTS.items())
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=f"parts, their time limits:\n{parts}")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"parts, their time limits:\n{parts}",
+    )
     parser.add_argument("--output", default=os.path.join(REPO, "output", "gpu_check"))
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--time-limit", nargs="+", default=[], metavar="PART=SECONDS")
-    parser.add_argument("--allow-cpu", action="store_true",
-                        help="without a CUDA device, run the parts on the CPU")
+    parser.add_argument(
+        "--allow-cpu", action="store_true", help="without a CUDA device, run the parts on the CPU"
+    )
     parser.add_argument("--amp-config", default=DEMO_CONFIG)
     parser.add_argument("--amp-iterations", type=int, default=200)
     # One part, in the child process the runner starts.
@@ -382,23 +502,31 @@ def main(argv=None) -> int:
     limits = parse_limits(args.time_limit)
     budget = limits["setup"] + sum(limits[name] for name in args.parts)
     if budget > TOTAL_LIMIT:
-        print(f"gpu-check: the time limits add up to {budget:g} s, more than the "
-              f"{TOTAL_LIMIT} s this check is meant to take on one GPU.")
+        print(
+            f"gpu-check: the time limits add up to {budget:g} s, more than the "
+            f"{TOTAL_LIMIT} s this check is meant to take on one GPU."
+        )
     try:
         import torch
     except ImportError as e:
-        print(f"gpu-check: torch does not import with {sys.executable} ({e}); run it with the "
-              "Python that holds torch: make gpu-check GPU_PYTHON=/path/to/python")
+        print(
+            f"gpu-check: torch does not import with {sys.executable} ({e}); run it with the "
+            "Python that holds torch: make gpu-check GPU_PYTHON=/path/to/python"
+        )
         return 1
     if not torch.cuda.is_available() and not args.allow_cpu:
-        print(f"gpu-check: no CUDA device on this machine (torch {torch.__version__}): "
-              "nothing to check.")
+        print(
+            f"gpu-check: no CUDA device on this machine (torch {torch.__version__}): "
+            "nothing to check."
+        )
         return 0
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.output = os.path.abspath(args.output)
     os.makedirs(os.path.join(args.output, "logs"), exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in [REPO, os.environ.get("PYTHONPATH", "")] if p))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH", "")] if p),
+    )
     env.setdefault("DETECTRON2_DATASETS", os.path.join(REPO, "datasets"))
     env["PYTHONUNBUFFERED"] = "1"
 
@@ -412,12 +540,19 @@ def main(argv=None) -> int:
             rows.append({"check": name, **skipped, "seconds": 0.0})
             continue
         rows.append(run_part(name, limits[name], args, env))
-    device = (torch.cuda.get_device_name() if args.device == "cuda"
-              else f"CPU ({os.cpu_count()} cores), no CUDA device")
-    summary = {"started": started, "device": device, "commit": git_commit(),
-               "seconds": round(time.perf_counter() - start, 1),
-               "time_limits": {name: limits[name] for name in ["setup", *args.parts]},
-               "rows": rows}
+    device = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"CPU ({os.cpu_count()} cores), no CUDA device"
+    )
+    summary = {
+        "started": started,
+        "device": device,
+        "commit": git_commit(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "time_limits": {name: limits[name] for name in ["setup", *args.parts]},
+        "rows": rows,
+    }
     print(write_summary(args.output, summary))
     print(f"gpu-check: summary in {args.output}/summary.md and summary.json")
     return 1 if any(r["status"] == "fail" for r in rows) else 0

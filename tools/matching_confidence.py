@@ -11,7 +11,8 @@ function gives them, one panel per checkpoint of a training run, and the accumul
 
 Prints, for each checkpoint and object, the largest weight in the bag and the effective number
 of matched anchors 1 / sum(w^2) (K while the weights are uniform, 1 once one anchor has them all).
-"""
+"""  # noqa: E501 (the --help text, kept as it is printed)
+
 import argparse
 import logging
 import os
@@ -24,23 +25,45 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from ltm_d2 import load_config
+from ltm_d2.analysis.matching_confidence import (
+    bag_confidence,
+    network_input,
+    plot_matching_confidence,
+)
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.data.user_datasets import ensure_registered
-from ltm_d2.analysis.matching_confidence import bag_confidence, network_input, plot_matching_confidence
 from ltm_d2.errors import run_main
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, help="the config of the training run (LTM or LTM-AF)")
-    parser.add_argument("--checkpoints", nargs="+", required=True, help="checkpoints of that run, in order")
-    parser.add_argument("--dataset", help="registered dataset (default: the config's first test set)")
-    parser.add_argument("--image-index", type=int, default=0, help="which image of the dataset (default 0)")
-    parser.add_argument("--objects", type=int, nargs="+",
-                        help="indices of the chosen objects among the image's annotations (default: all)")
-    parser.add_argument("--sigma", type=float, default=3.0, help="smoothing of the heat map, in pixels")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config-file", required=True, help="the config of the training run (LTM or LTM-AF)"
+    )
+    parser.add_argument(
+        "--checkpoints", nargs="+", required=True, help="checkpoints of that run, in order"
+    )
+    parser.add_argument(
+        "--dataset", help="registered dataset (default: the config's first test set)"
+    )
+    parser.add_argument(
+        "--image-index", type=int, default=0, help="which image of the dataset (default 0)"
+    )
+    parser.add_argument(
+        "--objects",
+        type=int,
+        nargs="+",
+        help="indices of the chosen objects among the image's annotations (default: all)",
+    )
+    parser.add_argument(
+        "--sigma", type=float, default=3.0, help="smoothing of the heat map, in pixels"
+    )
     parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides"
+    )
     return parser
 
 
@@ -74,12 +97,16 @@ def main(argv=None):
             sys.exit(f"error: {path}: not a checkpoint of this model ({type(e).__name__}: {e})")
         confidence = bag_confidence(model, batched_input, objects)
         iteration = extra.get("iteration")
-        titles.append(f"iteration {iteration + 1}" if iteration is not None else os.path.basename(path))
+        titles.append(
+            f"iteration {iteration + 1}" if iteration is not None else os.path.basename(path)
+        )
         confidences.append(confidence)
         w = confidence.weights
         summary = ", ".join(
             f"object {i}: max weight {m:.3f}, effective anchors {n:.1f}"
-            for i, m, n in zip(objects, w.max(dim=1).values.tolist(), (1 / w.pow(2).sum(dim=1)).tolist())
+            for i, m, n in zip(
+                objects, w.max(dim=1).values.tolist(), (1 / w.pow(2).sum(dim=1)).tolist()
+            )
         )
         logger.info(f"[{k}/{len(args.checkpoints)}] {titles[-1]} ({path}): {summary}")
 

@@ -12,7 +12,8 @@ The file loads with DetectionCheckpointer and with torch.load(..., weights_only=
 model_final_<hex>.retinanet.yaml is the plain Detectron2 RetinaNet config of an anchor-based model
 (tools/convert_to_retinanet.py, docs/deploy.md), with MODEL.WEIGHTS the file's URL (or path): Detectron2
 without ltm_d2 runs the model with it. LTM-AF models have none (the tool says why).
-"""
+"""  # noqa: E501 (the --help text, kept as it is printed)
+
 import argparse
 import json
 import os
@@ -25,20 +26,34 @@ import torch
 from ltm_d2 import load_config
 from ltm_d2.checkpoint import CheckpointFileError, load_state_dict_file
 from ltm_d2.deploy import NoPlainRetinaNetError, plain_retinanet_yaml
-from ltm_d2.model_zoo import sha256_of
 from ltm_d2.errors import run_main
+from ltm_d2.model_zoo import sha256_of
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="the training run's OUTPUT_DIR")
-    parser.add_argument("--weights", help="checkpoint to publish (default: OUTPUT_DIR/model_final.pth)")
-    parser.add_argument("--fp16", action="store_true", help="store floating-point weights as float16")
+    parser.add_argument(
+        "--weights", help="checkpoint to publish (default: OUTPUT_DIR/model_final.pth)"
+    )
+    parser.add_argument(
+        "--fp16", action="store_true", help="store floating-point weights as float16"
+    )
     parser.add_argument("--output", help="folder for the published file (default: OUTPUT_DIR)")
-    parser.add_argument("--name", required=True,
-                        help="the config's model-zoo name, for the catalog line (e.g. Shapes-Detection/ltm_R_18_FPN_demo.yaml)")
-    parser.add_argument("--url-prefix",
-                        help="where the file will be served, for the catalog line (default: its file:// URL)")
+    parser.add_argument(
+        "--name",
+        required=True,
+        help=(
+            "the config's model-zoo name, for the catalog line "
+            "(e.g. Shapes-Detection/ltm_R_18_FPN_demo.yaml)"
+        ),
+    )
+    parser.add_argument(
+        "--url-prefix",
+        help="where the file will be served, for the catalog line (default: its file:// URL)",
+    )
     return parser.parse_args(argv)
 
 
@@ -46,7 +61,9 @@ def read_config_text(output_dir: str) -> str:
     """The text of OUTPUT_DIR/config.yaml, checked to load as an ltm_d2 config."""
     path = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(path):
-        sys.exit(f"error: {path} does not exist (expected the config.yaml that train_net.py writes)")
+        sys.exit(
+            f"error: {path} does not exist (expected the config.yaml that train_net.py writes)"
+        )
     try:
         load_config(path)
     except Exception as e:  # any parse or key error: the file is not a config of this project
@@ -60,14 +77,19 @@ def read_final_metrics(output_dir: str) -> Dict[str, Union[int, float]]:
     entries and the iteration, or an empty dict if the run was never evaluated."""
     path = os.path.join(output_dir, "metrics.json")
     if not os.path.isfile(path):
-        sys.exit(f"error: {path} does not exist (expected the metrics.json that train_net.py writes)")
+        sys.exit(
+            f"error: {path} does not exist (expected the metrics.json that train_net.py writes)"
+        )
     final = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                sys.exit(f"error: {path} line {number} is not JSON ({e}); expected one JSON object per line")
+                sys.exit(
+                    f"error: {path} line {number} is not JSON ({e}); "
+                    "expected one JSON object per line"
+                )
             evaluation = {k: float(v) for k, v in record.items() if k.startswith("bbox/")}
             if evaluation:
                 final = {"iteration": int(record["iteration"]), **evaluation}
@@ -85,8 +107,11 @@ def read_weights(path: str, fp16: bool) -> Dict[str, torch.Tensor]:
     return weights
 
 
-def publish(weights: Dict[str, torch.Tensor], config: str, metrics: Dict, folder: str) -> Tuple[str, str]:
-    """Write the shareable file into `folder`; returns its path, named after its SHA-256, and the SHA-256."""
+def publish(
+    weights: Dict[str, torch.Tensor], config: str, metrics: Dict, folder: str
+) -> Tuple[str, str]:
+    """Write the shareable file into `folder`; returns its path, named after its SHA-256, and the
+    SHA-256."""
     os.makedirs(folder, exist_ok=True)
     checkpoint = {"model": weights, "config": config, "metrics": metrics, "__author__": "ltm_d2"}
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".pth", delete=False) as f:
@@ -114,14 +139,20 @@ def write_plain_config(output_dir: str, published: str, weights_location: str) -
 
 def main(argv=None):
     args = parse_args(argv)
-    weights = read_weights(args.weights or os.path.join(args.output_dir, "model_final.pth"), args.fp16)
+    weights = read_weights(
+        args.weights or os.path.join(args.output_dir, "model_final.pth"), args.fp16
+    )
     config = read_config_text(args.output_dir)
     metrics = read_final_metrics(args.output_dir)
     path, sha256 = publish(weights, config, metrics, args.output or args.output_dir)
     filename = os.path.basename(path)
     url = args.url_prefix + filename if args.url_prefix else "file://" + os.path.abspath(path)
     print(f"Published {path} ({os.path.getsize(path)} bytes, SHA-256 {sha256})")
-    print(write_plain_config(args.output_dir, path, args.url_prefix + filename if args.url_prefix else path))
+    print(
+        write_plain_config(
+            args.output_dir, path, args.url_prefix + filename if args.url_prefix else path
+        )
+    )
     if metrics:
         print("Final evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     print("Catalog line for ltm_d2/model_zoo/model_zoo.py (CATALOG):")

@@ -5,6 +5,7 @@ when none reaches it), its best anchor IoU, and the IoU of the K-th best anchor,
 its LTM bag (paper §3.2). Few positives per object is where hand-crafted IoU matching starves and
 bags of K anchors do not.
 """
+
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -62,17 +63,22 @@ def anchor_input_shapes(cfg) -> List[ShapeSpec]:
 
 
 def retinanet_matcher(cfg) -> Matcher:
-    """RetinaNet's IoU rule: positive at IoU >= the last threshold, else the object's best anchor."""
+    """RetinaNet's IoU rule: positive at IoU >= the last threshold, else the object's best
+    anchor."""
     return Matcher(cfg.MODEL.RETINANET.IOU_THRESHOLDS, cfg.MODEL.RETINANET.IOU_LABELS, True)
 
 
 def image_anchors(anchor_generator, height: int, width: int) -> Boxes:
     """All anchors of a Detectron2 anchor generator on an input image of this size."""
-    features = [torch.zeros(1, 1, -(-height // s), -(-width // s)) for s in anchor_generator.strides]
+    features = [
+        torch.zeros(1, 1, -(-height // s), -(-width // s)) for s in anchor_generator.strides
+    ]
     return Boxes.cat(anchor_generator(features))
 
 
-def object_coverage(gt_boxes: Boxes, anchors: Boxes, matcher: Matcher, bag_size: int) -> ObjectCoverage:
+def object_coverage(
+    gt_boxes: Boxes, anchors: Boxes, matcher: Matcher, bag_size: int
+) -> ObjectCoverage:
     """The coverage of G objects by A anchors, RetinaNet's `matcher` and bags of `bag_size`."""
     iou = pairwise_iou(gt_boxes, anchors)  # (G, A)
     matched, labels = matcher(iou)
@@ -98,7 +104,9 @@ def input_objects(records: Sequence[dict], cfg) -> List[ImageObjects]:
             continue
         h, w = record["height"], record["width"]
         new_h, new_w = ResizeShortestEdge.get_output_shape(h, w, min_size, max_size)
-        xyxy = torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns])
+        xyxy = torch.tensor(
+            [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+        )
         xyxy = xyxy.float() * torch.tensor([new_w / w, new_h / h, new_w / w, new_h / h])  # (G, 4)
         categories = torch.tensor([a["category_id"] for a in anns])
         images.append(ImageObjects(new_h, new_w, Boxes(xyxy), categories))
@@ -138,7 +146,9 @@ def dataset_coverage(
     return result
 
 
-def coverage_table(coverage: Dict, class_names: Sequence[str], fg_threshold: float, bag_size: int) -> str:
+def coverage_table(
+    coverage: Dict, class_names: Sequence[str], fg_threshold: float, bag_size: int
+) -> str:
     """Markdown: per category and over all objects, mean positives, share of objects without an
     anchor of IoU >= `fg_threshold`, median best IoU and median IoU of the K-th best anchor."""
     lines = [
@@ -153,6 +163,7 @@ def coverage_table(coverage: Dict, class_names: Sequence[str], fg_threshold: flo
         lines.append(
             f"| {name} | {mask.sum()} | {coverage['positives'][mask].mean():.2f} | "
             f"{100 * (coverage['best_iou'][mask] < fg_threshold).mean():.0f}% | "
-            f"{np.median(coverage['best_iou'][mask]):.2f} | {np.median(coverage['kth_iou'][mask]):.2f} |"
+            f"{np.median(coverage['best_iou'][mask]):.2f} | "
+            f"{np.median(coverage['kth_iou'][mask]):.2f} |"
         )
     return "\n".join(lines)

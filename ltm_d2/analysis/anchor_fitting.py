@@ -29,8 +29,10 @@ the bag of a typical object then holds anchors that RetinaNet would not call bac
 anchors that barely touch it (5 when even the 5th is below). On COCO-like objects at 800 px with
 RetinaNet's anchors (c = 4) the median 50th-best IoU is about 0.44, so the rule gives the paper's
 K = 50; on the bundled 128 px shapes with anchors of 2 x stride it is 0.27 for K = 40 and the rule
-gives K = 10, where bags of 10 and 20 trained better than 40 in this project (docs/study.md, Table 5).
+gives K = 10, where bags of 10 and 20 trained better than 40 in this project
+(docs/study.md, Table 5).
 """
+
 import os
 import shlex
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
@@ -75,13 +77,20 @@ class AnchorFit(NamedTuple):
 
 def level_sizes(sizes: Sequence[Sequence[float]], num_levels: int) -> List[List[float]]:
     """MODEL.ANCHOR_GENERATOR.SIZES with one list per level (one list is shared by all levels)."""
-    return [list(level) for level in (sizes if len(sizes) == num_levels else list(sizes) * num_levels)]
+    return [
+        list(level) for level in (sizes if len(sizes) == num_levels else list(sizes) * num_levels)
+    ]
 
 
-def scaled_sizes(sizes: Sequence[Sequence[float]], strides: Sequence[int], scale: float) -> List[List[float]]:
+def scaled_sizes(
+    sizes: Sequence[Sequence[float]], strides: Sequence[int], scale: float
+) -> List[List[float]]:
     """Each level's sizes with its base size set to `scale` x its stride and the ratios between its
     sizes kept; rounded to 0.01 px, the values printed and scored."""
-    return [[round(scale * stride * s / level[0], 2) for s in level] for level, stride in zip(sizes, strides)]
+    return [
+        [round(scale * stride * s / level[0], 2) for s in level]
+        for level, stride in zip(sizes, strides)
+    ]
 
 
 def anchor_score(coverage: Dict, sizes: List[List[float]], fg_threshold: float) -> AnchorScore:
@@ -99,7 +108,9 @@ def choose_scale(candidates: Sequence[AnchorScore]) -> int:
     """The index of the chosen candidate (module docstring: share, then positives, then the
     first, i.e. the smaller scale of candidates in increasing scale)."""
     best_share = max(c.share for c in candidates)
-    eligible = [i for i, c in enumerate(candidates) if c.share >= best_share - SHARE_TOLERANCE - 1e-9]
+    eligible = [
+        i for i, c in enumerate(candidates) if c.share >= best_share - SHARE_TOLERANCE - 1e-9
+    ]
     return max(eligible, key=lambda i: (candidates[i].positives, -i))
 
 
@@ -159,10 +170,15 @@ def fitted_config(
     config_file: str, output_file: str, sizes: List[List[float]], bag_size: Optional[int]
 ) -> str:
     """The YAML of a config file at `output_file` that is `config_file` with these values."""
-    base = os.path.relpath(os.path.abspath(config_file), os.path.dirname(os.path.abspath(output_file)))
+    base = os.path.relpath(
+        os.path.abspath(config_file), os.path.dirname(os.path.abspath(output_file))
+    )
     lines = [f'_BASE_: "{base}"', "MODEL:", "  ANCHOR_GENERATOR:", "    SIZES:"]
     lines += [f"      - {[float(s) for s in level]}" for level in sizes]
-    return "\n".join(lines + ([] if bag_size is None else ["  LTM:", f"    BAG_SIZE: {bag_size}"])) + "\n"
+    return (
+        "\n".join(lines + ([] if bag_size is None else ["  LTM:", f"    BAG_SIZE: {bag_size}"]))
+        + "\n"
+    )
 
 
 def comparison_table(
@@ -176,7 +192,9 @@ def comparison_table(
         f"positives per object | median best IoU |{k_header}",
         "|---" * (5 if bag_sizes is None else 6) + "|",
     ]
-    for i, (name, score) in enumerate((("BEFORE (config)", fit.before), ("AFTER (fitted)", fit.after))):
+    for i, (name, score) in enumerate(
+        (("BEFORE (config)", fit.before), ("AFTER (fitted)", fit.after))
+    ):
         ratios = {round(level[0] / s, 2) for level, s in zip(score.sizes, strides)}
         ratio = f"{ratios.pop():g}" if len(ratios) == 1 else "varies"
         row = (

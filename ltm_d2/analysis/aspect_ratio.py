@@ -3,6 +3,7 @@ Aspect ratio analysis (paper §4.2, Fig. 7 and Fig. 8): a category's aspect rati
 of max(w/h, h/w) over its ground-truth boxes; the AP gain of one model over another is fitted
 against it by a straight line, whose slope says whether the gain grows for slender categories.
 """
+
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -31,7 +32,9 @@ def fit_line(x: np.ndarray, y: np.ndarray) -> Tuple[float, float]:
     """Least-squares slope and intercept of y against x, over the points where both are finite."""
     finite = np.isfinite(x) & np.isfinite(y)
     if finite.sum() < 2:
-        raise ValueError("fitting a line needs at least two categories with an AP and an aspect ratio")
+        raise ValueError(
+            "fitting a line needs at least two categories with an AP and an aspect ratio"
+        )
     slope, intercept = np.polyfit(x[finite], y[finite], 1)
     return float(slope), float(intercept)
 
@@ -43,8 +46,12 @@ def _new_figure(size):
 
 
 def plot_gain_against_aspect_ratio(
-    path: str, aspect_ratios: np.ndarray, gains: np.ndarray, category_names: Sequence[str],
-    names: Sequence[str], dataset_name: str,
+    path: str,
+    aspect_ratios: np.ndarray,
+    gains: np.ndarray,
+    category_names: Sequence[str],
+    names: Sequence[str],
+    dataset_name: str,
 ) -> None:
     """
     Fig. 7: each category's AP gain of the second model over the first against its aspect ratio,
@@ -57,7 +64,9 @@ def plot_gain_against_aspect_ratio(
     for x, y, name in zip(aspect_ratios, gains, category_names):
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     xs = np.linspace(np.nanmin(aspect_ratios), np.nanmax(aspect_ratios), 2)
-    ax.plot(xs, slope * xs + intercept, color="tab:red", label=f"fit: slope {slope:+.2f} AP per unit")
+    ax.plot(
+        xs, slope * xs + intercept, color="tab:red", label=f"fit: slope {slope:+.2f} AP per unit"
+    )
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("mean aspect ratio max(w/h, h/w) of the category")
     ax.set_ylabel(f"AP gain, {names[1]} - {names[0]} (points)")
@@ -69,8 +78,12 @@ def plot_gain_against_aspect_ratio(
 
 
 def plot_category_ap(
-    path: str, aspect_ratios: np.ndarray, aps: Sequence[np.ndarray], category_names: Sequence[str],
-    names: Sequence[str], dataset_name: str,
+    path: str,
+    aspect_ratios: np.ndarray,
+    aps: Sequence[np.ndarray],
+    category_names: Sequence[str],
+    names: Sequence[str],
+    dataset_name: str,
 ) -> None:
     """
     Fig. 8: per-category AP of both models (bars) and the gain of the second (line, right axis),
@@ -84,7 +97,9 @@ def plot_category_ap(
     for k, (name, ap) in enumerate(zip(names, aps)):
         ax.bar(x + (k - 0.5) * width, ap[order], width, label=f"AP {name}")
     gain_ax = ax.twinx()
-    gain_ax.plot(x, (aps[1] - aps[0])[order], color="black", marker="o", label=f"gain of {names[1]}")
+    gain_ax.plot(
+        x, (aps[1] - aps[0])[order], color="black", marker="o", label=f"gain of {names[1]}"
+    )
     gain_ax.axhline(0.0, color="grey", linewidth=0.8)
     gain_ax.set_ylabel("AP gain (points)")
     labels = [f"{category_names[i]}\n{aspect_ratios[i]:.1f}" for i in order]

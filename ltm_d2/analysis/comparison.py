@@ -1,4 +1,5 @@
 """The command line shared by the tools that compare two detection result files on one dataset."""
+
 import argparse
 import os
 import sys
@@ -18,14 +19,21 @@ def comparison_argument_parser(description: str) -> argparse.ArgumentParser:
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--dataset", required=True, help="the dataset the results are on: registered, or format:path"
+        "--dataset",
+        required=True,
+        help="the dataset the results are on: registered, or format:path",
     )
     parser.add_argument(
-        "--results", nargs=2, required=True, metavar=("BASELINE.json", "NEW.json"),
+        "--results",
+        nargs=2,
+        required=True,
+        metavar=("BASELINE.json", "NEW.json"),
         help="two coco_instances_results.json files (COCOEvaluator's output): baseline, then new",
     )
     parser.add_argument(
-        "--names", nargs=2, metavar=("BASELINE", "NEW"),
+        "--names",
+        nargs=2,
+        metavar=("BASELINE", "NEW"),
         help="names of the two models in tables and plots (default: their results' folders)",
     )
     parser.add_argument("--output", required=True, help="folder for the PNG figures")
@@ -53,7 +61,9 @@ def model_names(args: argparse.Namespace) -> List[str]:
 def load_comparison(args: argparse.Namespace) -> Tuple[COCO, List[List[dict]]]:
     """The dataset's ground truth and the two result files, checked against each other."""
     detections = [load_detections(path) for path in args.results]
-    coco_gt = coco_ground_truth(ensure_registered(args.dataset), tempfile.mkdtemp(prefix="ltm_d2_coco_"))
+    coco_gt = coco_ground_truth(
+        ensure_registered(args.dataset), tempfile.mkdtemp(prefix="ltm_d2_coco_")
+    )
     for path, dets in zip(args.results, detections):
         check_detections_match(coco_gt, dets, path)
     os.makedirs(args.output, exist_ok=True)

@@ -3,6 +3,7 @@ Object crowdedness (paper §4.2, Table 2 and Fig. 5): an object's crowdedness is
 largest IoU with another object of the same image, an image's the largest over its objects.
 Images fall into three groups by crowdedness: sparse [0, 0.2], medium (0.2, 0.5], dense (0.5, 1].
 """
+
 import logging
 from collections import OrderedDict
 from typing import Dict, List, Sequence
@@ -50,7 +51,9 @@ def group_images(coco_gt: COCO) -> Dict[str, List[int]]:
     groups = {name: [] for name in CROWDEDNESS_GROUPS}
     for img_id in sorted(coco_gt.getImgIds()):
         crowdedness = object_crowdedness(image_boxes(coco_gt, img_id))
-        groups[crowdedness_group(crowdedness.max().item() if len(crowdedness) else 0.0)].append(img_id)
+        groups[crowdedness_group(crowdedness.max().item() if len(crowdedness) else 0.0)].append(
+            img_id
+        )
     return groups
 
 
@@ -87,7 +90,9 @@ def relative_improvement(ap_baseline: float, ap_new: float) -> float:
     return 100.0 * (ap_new - ap_baseline) / ap_baseline
 
 
-def crowdedness_table(names: Sequence[str], aps: Sequence[Dict[str, float]], sizes: Dict[str, int]) -> str:
+def crowdedness_table(
+    names: Sequence[str], aps: Sequence[Dict[str, float]], sizes: Dict[str, int]
+) -> str:
     """Table 2 as Markdown: AP of each model on each group and the relative improvement of the
     second model over the first."""
     groups = list(CROWDEDNESS_GROUPS)
@@ -103,8 +108,12 @@ def crowdedness_table(names: Sequence[str], aps: Sequence[Dict[str, float]], siz
 
 
 def plot_ap_by_object_count(
-    path: str, counts: Sequence[str], names: Sequence[str], aps: Sequence[Sequence[float]],
-    num_images: Sequence[int], dataset_name: str,
+    path: str,
+    counts: Sequence[str],
+    names: Sequence[str],
+    aps: Sequence[Sequence[float]],
+    num_images: Sequence[int],
+    dataset_name: str,
 ) -> None:
     """
     Fig. 5: AP of each model against the number of objects per image, written to `path`.

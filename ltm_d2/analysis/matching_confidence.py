@@ -4,6 +4,7 @@ gives each anchor of an object's bag, on one image, at several checkpoints of a 
 for LTM and LTM-AF alike, since both only differ in how they build bags and localisation
 likelihoods.
 """
+
 from typing import List, NamedTuple, Sequence
 
 import cv2
@@ -53,15 +54,21 @@ def bag_confidence(model: LTM, batched_input: dict, objects: Sequence[int]) -> B
         objects: indices of the chosen objects among the image's annotations.
     """
     if not isinstance(model, LTM):
-        raise TypeError(f"matching confidence needs an LTM or LTMAF model, got {type(model).__name__}")
+        raise TypeError(
+            f"matching confidence needs an LTM or LTMAF model, got {type(model).__name__}"
+        )
     images = model.preprocess_image([batched_input])
     features = model.backbone(images.tensor)
     features = [features[f] for f in model.head_in_features]
-    logits, deltas = model._transpose_dense_predictions(model.head(features), [model.num_classes, 4])
+    logits, deltas = model._transpose_dense_predictions(
+        model.head(features), [model.num_classes, 4]
+    )
     anchors = Boxes.cat(model.anchor_generator(features))
     gt = batched_input["instances"][list(objects)].to(model.device)
     bags, _ = model.build_bags(anchors, gt)  # (I, K)
-    loc_likelihood = model.localisation_likelihood(anchors, cat(deltas, dim=1)[0], bags, gt.gt_boxes)
+    loc_likelihood = model.localisation_likelihood(
+        anchors, cat(deltas, dim=1)[0], bags, gt.gt_boxes
+    )
     _, phi = _positive_likelihood(cat(logits, dim=1)[0], bags, gt.gt_classes, loc_likelihood)
     return BagConfidence(
         gt.gt_boxes.tensor.cpu(), anchors.get_centers()[bags].cpu(), mean_max_weights(phi).cpu()
@@ -77,7 +84,9 @@ def accumulated_heat_map(shape, confidences: Sequence[BagConfidence], sigma: flo
     for confidence in confidences:
         xy = confidence.centres.reshape(-1, 2).round().long().numpy()
         inside = (xy[:, 0] >= 0) & (xy[:, 0] < shape[1]) & (xy[:, 1] >= 0) & (xy[:, 1] < shape[0])
-        np.add.at(heat, (xy[inside, 1], xy[inside, 0]), confidence.weights.reshape(-1).numpy()[inside])
+        np.add.at(
+            heat, (xy[inside, 1], xy[inside, 0]), confidence.weights.reshape(-1).numpy()[inside]
+        )
     return cv2.GaussianBlur(heat, (0, 0), sigma)
 
 
@@ -97,8 +106,17 @@ def plot_matching_confidence(
         ax.imshow(rgb, alpha=0.6)
         order = confidence.weights.reshape(-1).argsort()  # the most confident drawn on top
         xy = confidence.centres.reshape(-1, 2)[order]
-        dots = ax.scatter(xy[:, 0], xy[:, 1], c=confidence.weights.reshape(-1)[order], cmap="Reds",
-                          vmin=0.0, vmax=vmax, s=14, edgecolors="black", linewidths=0.3)
+        dots = ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            c=confidence.weights.reshape(-1)[order],
+            cmap="Reds",
+            vmin=0.0,
+            vmax=vmax,
+            s=14,
+            edgecolors="black",
+            linewidths=0.3,
+        )
         ax.set_title(title, fontsize=9)
     heat = accumulated_heat_map(rgb.shape, confidences, sigma)
     axes[-1].imshow(rgb, alpha=0.6)
@@ -112,12 +130,19 @@ def plot_matching_confidence(
         ax.set_xlabel("x (px)", fontsize=8)
         ax.set_ylabel("y (px)", fontsize=8)
         ax.tick_params(labelsize=7)
-    figure.colorbar(dots, ax=list(axes[:-1]), location="bottom", shrink=0.6, aspect=30,
-                    label="mean-max matching weight of the bag members (paper Fig. 6)")
+    figure.colorbar(
+        dots,
+        ax=list(axes[:-1]),
+        location="bottom",
+        shrink=0.6,
+        aspect=30,
+        label="mean-max matching weight of the bag members (paper Fig. 6)",
+    )
     axes[0].legend(handles=[_rectangle(0, 0, 0, 0, label="object")], loc="lower left", fontsize=7)
     figure.savefig(path)
 
 
 def _rectangle(x0, y0, x1, y1, label=None):
-    return Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5,
-                     label=label)
+    return Rectangle(
+        (x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5, label=label
+    )

@@ -1,6 +1,11 @@
 """Checkpoints that survive crashes and never run code from the files they read."""
+
 from .atomic_file import write_atomically
-from .freeanchor_conversion import anchor_permutation, convert_freeanchor_state_dict, detectron2_name
+from .freeanchor_conversion import (
+    anchor_permutation,
+    convert_freeanchor_state_dict,
+    detectron2_name,
+)
 from .safe_checkpointer import SafeCheckpointer
 from .safe_loading import UnsafeCheckpointError, load_pickle_safely, load_torch_safely
 from .state_dict_file import CheckpointFileError, load_state_dict_file

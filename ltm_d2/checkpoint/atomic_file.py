@@ -1,4 +1,5 @@
 """Writing a file so that a crash leaves either the old file or the complete new one."""
+
 import os
 import tempfile
 from typing import BinaryIO, Callable

@@ -10,6 +10,7 @@ Two things differ besides the names:
 - Their P6 is computed from P5 (`build_retinanet_resnet_fpn_p5_backbone`).
 Their classifier has no background row (sigmoid, NUM_CLASSES rows per anchor), like Detectron2's.
 """
+
 import re
 from typing import Callable, Dict, List, Tuple
 
@@ -21,16 +22,30 @@ import torch
 _RENAMES: List[Tuple[str, Callable[[re.Match], str]]] = [
     (r"backbone\.body\.stem\.conv1\.weight", lambda m: "backbone.bottom_up.stem.conv1.weight"),
     (r"backbone\.body\.stem\.bn1\.(\w+)", lambda m: f"backbone.bottom_up.stem.conv1.norm.{m[1]}"),
-    (r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.weight",
-     lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight"),
-    (r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(\w+)",
-     lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}"),
-    (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.0\.weight",
-     lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.weight"),
-    (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)",
-     lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}"),
-    (r"backbone\.fpn\.fpn_inner(\d)\.(\w+)", lambda m: f"backbone.fpn_lateral{int(m[1]) + 1}.{m[2]}"),
-    (r"backbone\.fpn\.fpn_layer(\d)\.(\w+)", lambda m: f"backbone.fpn_output{int(m[1]) + 1}.{m[2]}"),
+    (
+        r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.weight",
+        lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight",
+    ),
+    (
+        r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(\w+)",
+        lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}",
+    ),
+    (
+        r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.0\.weight",
+        lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.weight",
+    ),
+    (
+        r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)",
+        lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}",
+    ),
+    (
+        r"backbone\.fpn\.fpn_inner(\d)\.(\w+)",
+        lambda m: f"backbone.fpn_lateral{int(m[1]) + 1}.{m[2]}",
+    ),
+    (
+        r"backbone\.fpn\.fpn_layer(\d)\.(\w+)",
+        lambda m: f"backbone.fpn_output{int(m[1]) + 1}.{m[2]}",
+    ),
     (r"backbone\.fpn\.top_blocks\.(p6|p7)\.(\w+)", lambda m: f"backbone.top_block.{m[1]}.{m[2]}"),
     (r"rpn\.head\.cls_tower\.(\d+)\.(\w+)", lambda m: f"head.cls_subnet.{m[1]}.{m[2]}"),
     (r"rpn\.head\.bbox_tower\.(\d+)\.(\w+)", lambda m: f"head.bbox_subnet.{m[1]}.{m[2]}"),
@@ -67,8 +82,9 @@ def reorder_anchor_blocks(tensor: torch.Tensor, permutation: torch.Tensor) -> to
     return blocks[permutation].reshape(tensor.shape)
 
 
-def convert_freeanchor_state_dict(state_dict: Dict[str, torch.Tensor], num_aspect_ratios: int = 3
-                                  ) -> Dict[str, torch.Tensor]:
+def convert_freeanchor_state_dict(
+    state_dict: Dict[str, torch.Tensor], num_aspect_ratios: int = 3
+) -> Dict[str, torch.Tensor]:
     """
     Their model state dict (keys optionally prefixed by "module.", as saved from
     DistributedDataParallel) as a Detectron2 RetinaNet state dict.
@@ -88,15 +104,23 @@ def convert_freeanchor_state_dict(state_dict: Dict[str, torch.Tensor], num_aspec
         raise KeyError(f"not parameters of maskrcnn-benchmark's RetinaNet: {unknown}")
     converted = {detectron2_name(k): v for k, v in kept.items()}
     if "head.bbox_pred.weight" not in converted or "head.cls_score.weight" not in converted:
-        raise KeyError("no RetinaNet head (rpn.head.cls_logits and rpn.head.bbox_pred) in the state dict")
+        raise KeyError(
+            "no RetinaNet head (rpn.head.cls_logits and rpn.head.bbox_pred) in the state dict"
+        )
     num_anchors = converted["head.bbox_pred.weight"].shape[0] // 4
     if num_anchors % num_aspect_ratios or converted["head.cls_score.weight"].shape[0] % num_anchors:
         raise ValueError(
             f"the head has {converted['head.bbox_pred.weight'].shape[0]} regression and "
-            f"{converted['head.cls_score.weight'].shape[0]} classification rows: not 4 and NUM_CLASSES rows "
+            f"{converted['head.cls_score.weight'].shape[0]} classification rows: "
+            "not 4 and NUM_CLASSES rows "
             f"for each of a multiple of {num_aspect_ratios} anchors"
         )
     permutation = anchor_permutation(num_anchors // num_aspect_ratios, num_aspect_ratios)
-    for key in ("head.cls_score.weight", "head.cls_score.bias", "head.bbox_pred.weight", "head.bbox_pred.bias"):
+    for key in (
+        "head.cls_score.weight",
+        "head.cls_score.bias",
+        "head.bbox_pred.weight",
+        "head.bbox_pred.bias",
+    ):
         converted[key] = reorder_anchor_blocks(converted[key], permutation)
     return converted

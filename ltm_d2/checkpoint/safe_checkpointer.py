@@ -1,4 +1,5 @@
 """Detectron2's DetectionCheckpointer, writing atomically and reading without running code."""
+
 import os
 from typing import Any, Dict
 
@@ -58,7 +59,9 @@ class SafeCheckpointer(DetectionCheckpointer):
         """DetectionCheckpointer's reading of a .pkl model-zoo file, with the safe unpickler."""
         data = load_pickle_safely(filename)
         if not isinstance(data, dict):
-            raise ValueError(f"{filename}: a .pkl checkpoint must hold a dict, found {type(data).__name__}")
+            raise ValueError(
+                f"{filename}: a .pkl checkpoint must hold a dict, found {type(data).__name__}"
+            )
         if "model" in data and "__author__" in data:  # Detectron2 model zoo
             self.logger.info(f"Reading a file from '{data['__author__']}'")
             return data

@@ -6,6 +6,7 @@ needs none of that. Torch files are read with ``torch.load(weights_only=True)``;
 (Detectron2's and Detectron1/Caffe2's model zoo) with an unpickler that builds only numpy arrays,
 numbers, strings, bytes, lists, tuples and dicts.
 """
+
 import pickle
 from typing import Any, BinaryIO
 
@@ -54,7 +55,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_pickle_safely(filename: str) -> Any:
-    """Read a .pkl checkpoint (Python 2 pickles too, as Detectron2 does) with RestrictedUnpickler."""
+    """Read a .pkl checkpoint (Python 2 pickles too, as Detectron2 does) with
+    RestrictedUnpickler."""
     with open(filename, "rb") as f:
         return RestrictedUnpickler(f, filename, encoding="latin1").load()
 

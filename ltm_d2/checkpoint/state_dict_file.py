@@ -1,4 +1,5 @@
 """Reading the model state dict of a checkpoint file, with errors that name the file."""
+
 import os
 from typing import Dict
 
@@ -25,7 +26,9 @@ def load_state_dict_file(path: str, expected: str) -> Dict[str, torch.Tensor]:
     try:
         checkpoint = load_torch_safely(path)
     except Exception as e:  # unpickling errors of any kind: the file is not a torch checkpoint
-        raise CheckpointFileError(f"{path} is not a torch checkpoint ({type(e).__name__}: {e}; expected {expected})")
+        raise CheckpointFileError(
+            f"{path} is not a torch checkpoint ({type(e).__name__}: {e}; expected {expected})"
+        )
     state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         raise CheckpointFileError(f"{path} holds no model state dict (expected {expected})")

@@ -2,11 +2,16 @@
 The training data loader: Detectron2's, after the datasets are checked, skipping unreadable
 images, with a data stream that a resumed run continues where the interrupted one was.
 """
+
 import itertools
 import logging
 from typing import Iterator, Optional
 
-from detectron2.data import DatasetCatalog, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetCatalog,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
@@ -57,7 +62,8 @@ class TrainLoader:
         return iter(self.loader)
 
     def skip(self, num_images: int) -> None:
-        """Start the stream after `num_images` images (of all workers together); before iterating."""
+        """Start the stream after `num_images` images (of all workers together); before
+        iterating."""
         if self.sampler is not None:
             self.sampler.start = num_images
         elif num_images:

@@ -1,4 +1,5 @@
 """Skipping training images that cannot be read, and counting them."""
+
 import copy
 import ctypes
 import logging

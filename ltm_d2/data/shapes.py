@@ -8,6 +8,7 @@ to 0.7) beside sparse images, sizes from 12 px to half the image, on textured, n
 A split is deterministic for its seed, written once under $DETECTRON2_DATASETS (default
 ./datasets) and reused.
 """
+
 import json
 import logging
 import os
@@ -105,8 +106,14 @@ def _draw_shape(image, rng, name: str, box, colour) -> None:
     w, h = x1 - x0, y1 - y0
     if name == "disc":
         angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        _fill(image, np.stack([(x0 + x1) / 2 + w / 2 * np.cos(angles),
-                               (y0 + y1) / 2 + h / 2 * np.sin(angles)], axis=1), colour)
+        _fill(
+            image,
+            np.stack(
+                [(x0 + x1) / 2 + w / 2 * np.cos(angles), (y0 + y1) / 2 + h / 2 * np.sin(angles)],
+                axis=1,
+            ),
+            colour,
+        )
     elif name in ("square", "bar"):
         _fill(image, _rect(x0, y0, x1, y1), colour)
     elif name == "L-shape":
@@ -126,7 +133,9 @@ def _draw_shape(image, rng, name: str, box, colour) -> None:
         ring = np.linspace(0, np.pi, 16)
         outer = np.stack([w / 2 + r * np.cos(ring), h - r + r * np.sin(ring)], axis=1)
         inner = np.stack([w / 2 + (r - t) * np.cos(ring), h - r + (r - t) * np.sin(ring)], axis=1)
-        outline = np.concatenate([[[w, 0.0], [w, h - r]], outer, inner[::-1], [[w - t, h - r], [w - t, 0.0]]])
+        outline = np.concatenate(
+            [[[w, 0.0], [w, h - r]], outer, inner[::-1], [[w - t, h - r], [w - t, 0.0]]]
+        )
         if rng.random() < 0.5:
             outline[:, 1] = h - outline[:, 1]
         if transpose:
@@ -231,14 +240,24 @@ def _write_split(name: str, split: ShapesSplit, folder: str) -> None:
             logger.info(f"{name}: {image_id}/{split.num_images} images")
         image, objects = render_image(rng, split)
         file_name = f"{image_id:06d}.jpg"
-        cv2.imwrite(os.path.join(folder, "images", file_name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        images.append(dict(id=image_id, file_name=file_name, height=split.image_size, width=split.image_size))
+        cv2.imwrite(
+            os.path.join(folder, "images", file_name), image, [cv2.IMWRITE_JPEG_QUALITY, 95]
+        )
+        images.append(
+            dict(id=image_id, file_name=file_name, height=split.image_size, width=split.image_size)
+        )
         for cls_name, (x0, y0, x1, y1) in objects:
             w, h = float(x1 - x0), float(y1 - y0)
-            annotations.append(dict(
-                id=len(annotations) + 1, image_id=image_id, category_id=CLASSES.index(cls_name) + 1,
-                bbox=[float(x0), float(y0), w, h], area=w * h, iscrowd=0,
-            ))
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=CLASSES.index(cls_name) + 1,
+                    bbox=[float(x0), float(y0), w, h],
+                    area=w * h,
+                    iscrowd=0,
+                )
+            )
     categories = [dict(id=i + 1, name=n) for i, n in enumerate(CLASSES)]
     with open(os.path.join(folder, "annotations.json"), "w") as f:
         json.dump(dict(images=images, annotations=annotations, categories=categories), f)
@@ -283,5 +302,8 @@ def register_shapes() -> None:
         DatasetCatalog.register(name, lambda name=name: _load(name))
         json_file, image_root = split_paths(name)
         MetadataCatalog.get(name).set(
-            json_file=json_file, image_root=image_root, evaluator_type="coco", thing_classes=CLASSES,
+            json_file=json_file,
+            image_root=image_root,
+            evaluator_type="coco",
+            thing_classes=CLASSES,
         )

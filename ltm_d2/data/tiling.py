@@ -11,6 +11,7 @@ Built on Detectron2's own pieces (CropTransform, DatasetMapper, batched NMS) rat
 which loads Detectron2 models through Detectron2's plain `get_cfg`: that config refuses this
 project's MODEL.LTM keys.
 """
+
 import logging
 from typing import Dict, List, Sequence, Tuple
 
@@ -107,9 +108,7 @@ def _tile_record(record: Dict, window: np.ndarray, boxes: np.ndarray, min_visibl
     return tile
 
 
-def tile_records(
-    records: List[Dict], size: int, overlap: float, min_visible: float
-) -> List[Dict]:
+def tile_records(records: List[Dict], size: int, overlap: float, min_visible: float) -> List[Dict]:
     """
     Detectron2 dataset records with every image larger than a tile (in height or width) replaced
     by one record per window of :func:`tile_windows`: the same record with "tile" [x1, y1, x2, y2]

@@ -18,6 +18,7 @@ Such a name registers itself in Detectron2's DatasetCatalog when a config holdin
 config, spawned workers included, sees the dataset. Class names come from the data; the training
 set decides them and the test sets must agree (see :func:`register_config_datasets`).
 """
+
 import csv
 import functools
 import glob
@@ -180,7 +181,9 @@ def _voc_layout(spec: DatasetSpec) -> Tuple[List[str], Optional[str]]:
             return sorted(glob.glob(os.path.join(annotations, "*.xml"))), images
         split_file = os.path.join(root, "ImageSets", "Main", spec.second + ".txt")
         if not os.path.isfile(split_file):
-            raise DatasetError(f"{split_file}: the split file of split {spec.second!r} does not exist")
+            raise DatasetError(
+                f"{split_file}: the split file of split {spec.second!r} does not exist"
+            )
         with open(split_file, encoding="utf-8") as f:
             ids = [line.split()[0] for line in f if line.strip()]
         return [os.path.join(annotations, i + ".xml") for i in ids], images
@@ -231,7 +234,8 @@ def load_voc(spec: DatasetSpec) -> Loaded:
             raise DatasetError(f"{xml_file}: not valid XML: {e}") from e
         if tree.getroot().tag != "annotation":
             raise DatasetError(
-                f"{xml_file}: root element <{tree.getroot().tag}>, expected Pascal VOC's <annotation>"
+                f"{xml_file}: root element <{tree.getroot().tag}>, expected "
+                "Pascal VOC's <annotation>"
             )
         size = tree.find("size")
         if size is None:
@@ -319,10 +323,13 @@ def check_classes(name: str, classes: Sequence[str], reference: str) -> None:
             return
         extra = [c for c in own if c not in classes]
         missing = [c for c in classes if c not in own]
-        difference = "; ".join(
-            [f"categories {extra} are not in {reference}"] * bool(extra)
-            + [f"categories {missing} of {reference} are missing"] * bool(missing)
-        ) or "the same names under other category ids"
+        difference = (
+            "; ".join(
+                [f"categories {extra} are not in {reference}"] * bool(extra)
+                + [f"categories {missing} of {reference} are missing"] * bool(missing)
+            )
+            or "the same names under other category ids"
+        )
         raise DatasetError(f"{name}: {difference}; expected the categories {list(classes)}")
     extra = [c for c in own if c not in classes]
     if extra:

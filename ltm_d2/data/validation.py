@@ -11,6 +11,7 @@ training mapper of Detectron2 clips them to the image (`transform_instance_annot
 zero width or height (COCO's own files hold a few) are counted and logged, and Detectron2's mapper
 leaves them out of training (`filter_empty_instances`).
 """
+
 import functools
 import json
 import logging

@@ -22,6 +22,7 @@ agree but for IoUs within float32 rounding of MODEL.RETINANET.NMS_THRESH_TEST (t
 The exported models end, like Detectron2's, before the resize of the boxes to the original image
 size (``detector_postprocess``), which :func:`check_export` applies as Detectron2's tool does.
 """
+
 import contextlib
 import time
 from dataclasses import dataclass
@@ -83,7 +84,9 @@ def network_input(cfg: CfgNode, bgr: np.ndarray) -> Dict:
     return {"image": tensor, "height": bgr.shape[0], "width": bgr.shape[1]}
 
 
-def export_tracing(model: nn.Module, image: Tensor) -> Tuple[TracingAdapter, torch.jit.ScriptModule]:
+def export_tracing(
+    model: nn.Module, image: Tensor
+) -> Tuple[TracingAdapter, torch.jit.ScriptModule]:
     """The TracingAdapter of an eval-mode `model` and its trace on one (3, H, W) `image`."""
     adapter = TracingAdapter(model, [{"image": image}]).eval()
     with torch.no_grad():
@@ -113,14 +116,17 @@ def export_scripting(model: nn.Module) -> torch.jit.ScriptModule:
         return scripting_with_instances(ScriptableAdapter(model), SCRIPTING_FIELDS)
     except RuntimeError as e:
         torch_says = next(line for line in str(e).splitlines() if line.strip())
-        reason = LTMAF_SCRIPTING if isinstance(model.box2box_transform, Box2BoxTransformLinear) else (
-            f"{type(model).__name__} cannot be scripted"
+        reason = (
+            LTMAF_SCRIPTING
+            if isinstance(model.box2box_transform, Box2BoxTransformLinear)
+            else (f"{type(model).__name__} cannot be scripted")
         )
         raise ExportError(f"{reason}. torch.jit.script says: {torch_says}") from e
 
 
 def export_onnx(adapter: TracingAdapter, image: Tensor, path: str) -> None:
-    """Write the ONNX model of a TracingAdapter, traced on `image`, with a dynamic height and width."""
+    """Write the ONNX model of a TracingAdapter, traced on `image`, with a dynamic height and
+    width."""
     dynamic = {"image": {1: "height", 2: "width"}}
     dynamic.update({name: {0: "detections"} for name in ONNX_OUTPUTS[:-1]})
     with torch.no_grad():
@@ -194,7 +200,8 @@ class Difference:
 
 
 def _greedy_pairs(cost: Tensor) -> Tuple[Tensor, Tensor]:
-    """One-to-one (row, column) pairs of a cost matrix, cheapest first; an infinite cost is no pair."""
+    """One-to-one (row, column) pairs of a cost matrix, cheapest first; an infinite cost is no
+    pair."""
     cost = cost.clone()
     rows, columns = [], []
     while cost.numel() and bool(torch.isfinite(cost).any()):
@@ -214,7 +221,8 @@ def _others(indices: Tensor, taken: Tensor) -> Tensor:
 
 
 def _pairwise(a: Instances, b: Instances) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(same class, largest box coordinate difference, score difference, IoU), each (len(a), len(b))."""
+    """(same class, largest box coordinate difference, score difference, IoU), each (len(a),
+    len(b))."""
     boxes_a, boxes_b = a.pred_boxes.tensor, b.pred_boxes.tensor
     return (
         a.pred_classes[:, None] == b.pred_classes[None, :],
@@ -261,7 +269,9 @@ def compare_detections(
     pair and no tie is unmatched. `eager_candidates` is only called when step 1 leaves detections.
     """
     same_class, box_difference, score_difference, iou = _pairwise(eager, exported)
-    agree = same_class & (box_difference <= tolerance.boxes) & (score_difference <= tolerance.scores)
+    agree = (
+        same_class & (box_difference <= tolerance.boxes) & (score_difference <= tolerance.scores)
+    )
     close = torch.where(agree, box_difference, torch.full_like(box_difference, float("inf")))
     agreeing_eager, agreeing_exported = _greedy_pairs(close)
     left_eager = _others(torch.arange(len(eager)), agreeing_eager)
@@ -270,7 +280,9 @@ def compare_detections(
     if len(left_eager) or len(left_exported):
         candidates = eager_candidates()
         is_class, is_box, is_score, _ = _pairwise(exported[left_exported], candidates)
-        is_candidate = (is_class & (is_box <= tolerance.boxes) & (is_score <= tolerance.scores)).any(1)
+        is_candidate = (
+            is_class & (is_box <= tolerance.boxes) & (is_score <= tolerance.scores)
+        ).any(1)
         tie = (
             same_class[left_eager][:, left_exported]
             & (score_difference[left_eager][:, left_exported] <= tolerance.scores)
@@ -335,8 +347,9 @@ def check_export(
         with nms():
             eager, eager_seconds = _timed(lambda: model([item])[0]["instances"])
         exported, exported_seconds = _timed(run, item["image"])
-        # The size as Python ints, as the eager model has it: from a tensor size detector_postprocess
-        # computes its scale in float32, one rounding away from the eager model's.
+        # The size as Python ints, as the eager model has it: from a tensor size,
+        # detector_postprocess computes its scale in float32, one rounding away from the eager
+        # model's.
         size = tuple(int(s) for s in exported.image_size)
         exported = Instances(size, **exported.get_fields())
         exported = detector_postprocess(exported, item["height"], item["width"])

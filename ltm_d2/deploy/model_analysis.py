@@ -3,6 +3,7 @@ Size and cost of a detector at one input size, measured with Detectron2's analys
 (fvcore underneath): parameters, FLOPs and activations. fvcore counts a fused multiply-add as one
 flop, as the detection literature's "FLOPs" do (Detectron2's model zoo, the paper).
 """
+
 from dataclasses import dataclass
 from typing import Dict, Tuple
 

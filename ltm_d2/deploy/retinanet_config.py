@@ -8,6 +8,7 @@ DefaultPredictor gives the same detections: META_ARCHITECTURE "RetinaNet", every
 kept (backbone, anchors, box-regression weights, score threshold, top-k, NMS, input sizes, pixel
 mean and std), the project's own keys (MODEL.LTM, INPUT.TILING, ...) left out.
 """
+
 from typing import Optional
 
 from detectron2.config import CfgNode, get_cfg
@@ -61,7 +62,8 @@ def plain_retinanet_config(cfg: CfgNode) -> CfgNode:
         raise NoPlainRetinaNetError(LTMAF_REASON)
     if architecture not in PLAIN_META_ARCHITECTURES:
         raise NoPlainRetinaNetError(
-            f"MODEL.META_ARCHITECTURE {architecture!r}: only {' and '.join(PLAIN_META_ARCHITECTURES)} "
+            f"MODEL.META_ARCHITECTURE {architecture!r}: only "
+            f"{' and '.join(PLAIN_META_ARCHITECTURES)} "
             "configs have a plain RetinaNet view"
         )
     for key, registry, name in (

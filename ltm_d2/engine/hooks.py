@@ -1,4 +1,5 @@
 """Training hooks of the project (docs/reliability.md)."""
+
 import logging
 
 from detectron2.engine import HookBase

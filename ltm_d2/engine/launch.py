@@ -4,6 +4,7 @@ the other machines that is announced, bounded (`join_timeout`) and ends with a m
 address and the ranks that did not join. User errors in a worker end the run with their message
 (ltm_d2/errors.py).
 """
+
 import sys
 import time
 from datetime import timedelta
@@ -56,14 +57,21 @@ def launch(
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
     if not dist_url.startswith("tcp://"):
         return detectron2_launch(
-            main_func, num_workers_per_machine, num_machines, machine_rank, dist_url, args,
+            main_func,
+            num_workers_per_machine,
+            num_machines,
+            machine_rank,
+            dist_url,
+            args,
             timedelta(seconds=join_timeout),
         )
     layout = (world_size, num_workers_per_machine, num_machines, machine_rank)
     try:
         mp.start_processes(
-            _worker, nprocs=num_workers_per_machine,
-            args=(main_func, layout, dist_url, args, join_timeout), daemon=False,
+            _worker,
+            nprocs=num_workers_per_machine,
+            args=(main_func, layout, dist_url, args, join_timeout),
+            daemon=False,
         )
     except mp.ProcessExitedException as e:
         if e.exit_code != USER_ERROR_EXIT:
@@ -82,7 +90,10 @@ def _worker(local_rank, main_func, layout, dist_url, args, join_timeout):
         sys.exit(USER_ERROR_EXIT)
     has_gpu = torch.cuda.is_available()
     dist.init_process_group(
-        "nccl" if has_gpu else "gloo", store=store, rank=rank, world_size=world_size,
+        "nccl" if has_gpu else "gloo",
+        store=store,
+        rank=rank,
+        world_size=world_size,
         timeout=DEFAULT_TIMEOUT,
     )
     comm.create_local_process_group(per_machine)
@@ -115,8 +126,12 @@ def join(dist_url: str, rank: int, layout, join_timeout: float) -> dist.TCPStore
     deadline = time.monotonic() + join_timeout
     try:
         store = dist.TCPStore(
-            address.hostname, address.port, world_size, is_master=rank == 0,
-            timeout=timedelta(seconds=join_timeout), wait_for_workers=False,
+            address.hostname,
+            address.port,
+            world_size,
+            is_master=rank == 0,
+            timeout=timedelta(seconds=join_timeout),
+            wait_for_workers=False,
         )
         store.set(f"{JOINED}/{rank}", "")
         joined = store.add(JOINED, 1)

@@ -2,6 +2,7 @@
 What a resumed run needs, besides the position in the stream of training images
 (ltm_d2/data/build.py, TrainLoader.skip): the state of the random generators that augment them.
 """
+
 import random
 from typing import Any, Dict
 
@@ -27,7 +28,13 @@ class RandomStateHook(HookBase):
         return {
             "python": random.getstate(),
             # numpy's key array as a tensor, so that torch.load(weights_only=True) reads it
-            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian),
+            "numpy": (
+                name,
+                torch.from_numpy(keys.astype(np.int64)),
+                position,
+                has_gauss,
+                cached_gaussian,
+            ),
             "torch": torch.get_rng_state(),
         }
 
@@ -36,5 +43,7 @@ class RandomStateHook(HookBase):
             return
         name, keys, position, has_gauss, cached_gaussian = state_dict["numpy"]
         random.setstate(state_dict["python"])
-        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+        np.random.set_state(
+            (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)
+        )
         torch.set_rng_state(state_dict["torch"])

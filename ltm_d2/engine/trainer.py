@@ -1,4 +1,5 @@
 """The project's trainer: Detectron2's DefaultTrainer, runnable on CPU workers too."""
+
 import logging
 import os
 import weakref
@@ -192,7 +193,9 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         metadata = MetadataCatalog.get(dataset_name)
-        most = max((len(r.get("annotations", ())) for r in DatasetCatalog.get(dataset_name)), default=0)
+        most = max(
+            (len(r.get("annotations", ())) for r in DatasetCatalog.get(dataset_name)), default=0
+        )
         if most > cfg.TEST.DETECTIONS_PER_IMAGE:
             logging.getLogger("ltm_d2").warning(
                 f"{dataset_name}: an image has {most} objects, but the model keeps at most "
@@ -209,7 +212,8 @@ class Trainer(DefaultTrainer):
                     coco_json_file(dataset_name, output_folder)
                 comm.synchronize()
                 metadata.json_file = coco_json_file(dataset_name, output_folder)
-            # AP over every detection the model may keep (COCO's own 100 unless the config raises it).
+            # AP over every detection the model may keep (COCO's own 100 unless the config raises
+            # it).
             evaluator = COCOEvaluator(
                 dataset_name,
                 output_dir=output_folder,

@@ -3,6 +3,7 @@ COCO box AP of detection result files on a registered dataset, on all of its ima
 subset, with pycocotools through Detectron2's own helpers. Shared by the crowdedness and the
 aspect-ratio analyses.
 """
+
 import contextlib
 import hashlib
 import io
@@ -74,7 +75,8 @@ def check_detections_match(coco_gt: COCO, detections: List[dict], path: str) -> 
     unknown = {d["image_id"] for d in detections} - set(coco_gt.getImgIds())
     if unknown:
         raise ValueError(
-            f"{path}: {len(unknown)} image ids are not in the dataset (e.g. {sorted(unknown)[:3]}); "
+            f"{path}: {len(unknown)} image ids are not in the dataset "
+            f"(e.g. {sorted(unknown)[:3]}); "
             "were these results computed on another dataset?"
         )
 

@@ -7,6 +7,7 @@ with the same candidates before NMS (same score threshold and top-k, NMS skipped
 dataset, NR_tau = #objects with best IoU > tau after NMS / #objects with best IoU > tau before,
 tau in {0.50, 0.55, ..., 0.90}; NR is the mean over tau. Images without objects are skipped.
 """
+
 import contextlib
 import itertools
 import json
@@ -110,7 +111,9 @@ class NMSRecallEvaluator(DatasetEvaluator):
     `output_dir`, it also writes them to `output_dir/nms_recall.json`.
     """
 
-    def __init__(self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None):
+    def __init__(
+        self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None
+    ):
         self._distributed = distributed
         self._output_dir = output_dir
         self._gt_boxes = {
@@ -159,9 +162,7 @@ class NMSRecallEvaluator(DatasetEvaluator):
             logger.warning("NMSRecallEvaluator: no image with objects was processed.")
             return {}
         results = nms_recall(torch.cat(best_after), torch.cat(best_before))
-        logger.info(
-            "NMS recall (%): " + ", ".join(f"{k} {v:.1f}" for k, v in results.items())
-        )
+        logger.info("NMS recall (%): " + ", ".join(f"{k} {v:.1f}" for k, v in results.items()))
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
             with PathManager.open(os.path.join(self._output_dir, "nms_recall.json"), "w") as f:

@@ -1,9 +1,10 @@
 """Pascal VOC mAP of any registered detection dataset, with Detectron2's VOC evaluator."""
+
 import hashlib
 import logging
 import os
-from typing import List
 import xml.etree.ElementTree as ET
+from typing import List
 
 import torch
 
@@ -23,7 +24,9 @@ def write_voc_annotations(records: List[dict], classes: List[str], folder: str) 
     for i, record in enumerate(records):
         root = ET.Element("annotation")
         for annotation in record.get("annotations", []):
-            x1, y1, x2, y2 = BoxMode.convert(annotation["bbox"], annotation["bbox_mode"], BoxMode.XYXY_ABS)
+            x1, y1, x2, y2 = BoxMode.convert(
+                annotation["bbox"], annotation["bbox_mode"], BoxMode.XYXY_ABS
+            )
             obj = ET.SubElement(root, "object")
             ET.SubElement(obj, "name").text = classes[annotation["category_id"]]
             ET.SubElement(obj, "pose").text = "Unspecified"

@@ -2,6 +2,7 @@
 The ltm_d2 model zoo, as `detectron2.model_zoo`: the project's configs by name, and the published
 checkpoints of the catalog, fetched and checked against their SHA-256.
 """
+
 from .model_zoo import (
     CATALOG,
     ChecksumMismatchError,

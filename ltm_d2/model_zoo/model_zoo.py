@@ -2,6 +2,7 @@
 The project's model zoo, as `detectron2.model_zoo`: configs by name, and published checkpoints
 fetched by URL and accepted only when their SHA-256 matches the catalog.
 """
+
 import hashlib
 import os
 from typing import Dict, NamedTuple, Optional

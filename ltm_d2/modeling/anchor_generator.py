@@ -1,9 +1,14 @@
 """Anchor generators beyond Detectron2's own."""
+
 from typing import List
 
 import torch
 
-from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, BufferList, DefaultAnchorGenerator
+from detectron2.modeling.anchor_generator import (
+    ANCHOR_GENERATOR_REGISTRY,
+    BufferList,
+    DefaultAnchorGenerator,
+)
 
 
 @ANCHOR_GENERATOR_REGISTRY.register()
@@ -17,13 +22,20 @@ class RoundedRatioAnchorGenerator(DefaultAnchorGenerator):
     each size, each aspect ratio).
     """
 
-    def _calculate_anchors(self, sizes: List[List[float]], aspect_ratios: List[List[float]]) -> BufferList:
+    def _calculate_anchors(
+        self, sizes: List[List[float]], aspect_ratios: List[List[float]]
+    ) -> BufferList:
         return BufferList(
-            [self.rounded_cell_anchors(st, s, a) for st, s, a in zip(self.strides, sizes, aspect_ratios)]
+            [
+                self.rounded_cell_anchors(st, s, a)
+                for st, s, a in zip(self.strides, sizes, aspect_ratios)
+            ]
         )
 
     @staticmethod
-    def rounded_cell_anchors(stride: int, sizes: List[float], aspect_ratios: List[float]) -> torch.Tensor:
+    def rounded_cell_anchors(
+        stride: int, sizes: List[float], aspect_ratios: List[float]
+    ) -> torch.Tensor:
         """XYXY anchors centred at (0, 0), shape (len(sizes) * len(aspect_ratios), 4)."""
         ratios = torch.tensor(aspect_ratios, dtype=torch.float64)
         scales = torch.tensor(sizes, dtype=torch.float64)[:, None] / stride

@@ -1,4 +1,5 @@
 """Backbones beyond Detectron2's own."""
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN

@@ -1,4 +1,5 @@
 """Anchor bags: for each object, the anchors it may be matched to (paper §3.2)."""
+
 from typing import Optional, Tuple
 
 import torch

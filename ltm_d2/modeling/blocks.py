@@ -4,6 +4,7 @@ and over anchors x classes (the background term) is done a block of rows at a ti
 holding at most PAIRS_PER_BLOCK elements, so that no (objects, anchors) or (anchors, classes)
 intermediate is ever held whole, whatever the number of objects.
 """
+
 from typing import List
 
 PAIRS_PER_BLOCK = 2**20

@@ -1,4 +1,5 @@
 """LTM: RetinaNet trained by learning to match anchors (paper §3.2)."""
+
 from typing import Dict, List
 
 import torch

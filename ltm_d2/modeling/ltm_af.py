@@ -1,4 +1,5 @@
 """LTM-AF: learning to match on anchor-free points (paper §3.3)."""
+
 import torch
 from fvcore.nn import giou_loss
 from torch import Tensor

@@ -7,6 +7,7 @@ into M = N·J rows; a bag is a row of K indices into those M rows; B is the numb
 the batch. The detectors (`LTM`, `LTMAF`) differ only in how they build bags and how they compute
 the localisation likelihood; they share everything in this module.
 """
+
 import math
 from typing import Dict, Optional, Tuple
 

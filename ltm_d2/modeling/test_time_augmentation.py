@@ -1,4 +1,5 @@
 """Multi-scale and flip testing for dense detectors (paper §4.1, Table 7)."""
+
 from typing import Dict, List
 
 import torch

@@ -1,4 +1,5 @@
 """Detection on images larger than the network input, tile by tile (INPUT.TILING.*)."""
+
 from typing import Dict, List
 
 import numpy as np
@@ -85,7 +86,8 @@ class TiledDetector(nn.Module):
             (output,) = self.model([self._model_input(image, input["height"], input["width"])])
             return output
         tiles = [
-            self._model_input(image[:, y1:y2, x1:x2], y2 - y1, x2 - x1) for x1, y1, x2, y2 in windows
+            self._model_input(image[:, y1:y2, x1:x2], y2 - y1, x2 - x1)
+            for x1, y1, x2, y2 in windows
         ]
         detections = []  # T Instances, in tile pixels
         for start in range(0, len(tiles), self.tiles_per_batch):

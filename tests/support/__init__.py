@@ -3,6 +3,7 @@ Helpers shared by the tests: the tiny config and model, hand-made inputs, runnin
 scripts. Test modules import from here (and from the modules of this package), never from each
 other.
 """
+
 import importlib.util
 import os
 import subprocess
@@ -84,7 +85,10 @@ def detecting_model(meta_arch="LTM", *opts, device="cpu"):
 def run(*args, script="train_net.py", config=TINY_CONFIG, expect_success=True, timeout=600):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, script), "--config-file", config, *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert (result.returncode == 0) == expect_success, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr

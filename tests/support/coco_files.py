@@ -1,4 +1,5 @@
 """A small valid COCO-format dataset on disk, for tests that spoil one thing at a time."""
+
 import copy
 import json
 import os
@@ -10,8 +11,14 @@ IMAGE_SIZE = (48, 64)  # H, W
 
 
 def _annotation(annotation_id, image_id, category_id, bbox):
-    return dict(id=annotation_id, image_id=image_id, category_id=category_id, bbox=bbox,
-                area=bbox[2] * bbox[3], iscrowd=0)
+    return dict(
+        id=annotation_id,
+        image_id=image_id,
+        category_id=category_id,
+        bbox=bbox,
+        area=bbox[2] * bbox[3],
+        iscrowd=0,
+    )
 
 
 GOOD_COCO = {

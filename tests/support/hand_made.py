@@ -1,4 +1,5 @@
 """Hand-made COCO datasets and detection files for the tests of the analysis tools."""
+
 import json
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -21,14 +22,22 @@ def register_coco_dataset(tmp_path, name, images, categories):
         the annotation json path.
     """
     annotations = [
-        {"id": len(images) * 100 + k * 100 + j, "image_id": k + 1, "category_id": c,
-         "bbox": xywh(box), "area": xywh(box)[2] * xywh(box)[3], "iscrowd": 0}
+        {
+            "id": len(images) * 100 + k * 100 + j,
+            "image_id": k + 1,
+            "category_id": c,
+            "bbox": xywh(box),
+            "area": xywh(box)[2] * xywh(box)[3],
+            "iscrowd": 0,
+        }
         for k, objects in enumerate(images)
         for j, (box, c) in enumerate(objects)
     ]
     dataset = {
-        "images": [{"id": k + 1, "file_name": f"{k + 1}.jpg", "height": 100, "width": 100}
-                   for k in range(len(images))],
+        "images": [
+            {"id": k + 1, "file_name": f"{k + 1}.jpg", "height": 100, "width": 100}
+            for k in range(len(images))
+        ],
         "annotations": annotations,
         "categories": [{"id": i, "name": n} for i, n in categories.items()],
     }
@@ -43,13 +52,22 @@ def register_coco_dataset(tmp_path, name, images, categories):
 
 def write_detections(path, detections):
     """Write [(image id, XYXY box, category id, score)] as a coco_instances_results.json."""
-    path.write_text(json.dumps([
-        {"image_id": i, "bbox": xywh(box), "category_id": c, "score": s} for i, box, c, s in detections
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                {"image_id": i, "bbox": xywh(box), "category_id": c, "score": s}
+                for i, box, c, s in detections
+            ]
+        )
+    )
     return str(path)
 
 
 def perfect_detections(images, keep_image=lambda image_id: True):
     """[(image id, box, category id, 0.9)] for every object of the kept images of `images`."""
-    return [(k + 1, box, c, 0.9) for k, objects in enumerate(images) if keep_image(k + 1)
-            for box, c in objects]
+    return [
+        (k + 1, box, c, 0.9)
+        for k, objects in enumerate(images)
+        if keep_image(k + 1)
+        for box, c in objects
+    ]

@@ -8,6 +8,7 @@ Loads the config with get_cfg() and allow_unsafe=False, and the weights it names
 into Detectron2's RetinaNet, and writes to OUT.pth the detections of each image, the missing and
 unexpected keys of the weights, and the ltm_d2 modules the process imported (none).
 """
+
 import sys
 
 import cv2

@@ -1,5 +1,6 @@
 """A user's small dataset on disk, written as COCO JSON, Pascal VOC XML or CSV, for tests that
 train on it with commands only. Objects are filled rectangles and discs of known boxes."""
+
 import csv
 import json
 import os
@@ -29,7 +30,9 @@ def make_images(count: int, size: Tuple[int, int] = (96, 128), seed: int = 0, ob
             if name == "rectangle":
                 cv2.rectangle(image, (x1, y1), (x1 + bw - 1, y1 + bh - 1), colour, -1)
             else:
-                cv2.ellipse(image, (x1 + bw // 2, y1 + bh // 2), (bw // 2, bh // 2), 0, 0, 360, colour, -1)
+                cv2.ellipse(
+                    image, (x1 + bw // 2, y1 + bh // 2), (bw // 2, bh // 2), 0, 0, 360, colour, -1
+                )
             boxes.append((x1, y1, x1 + bw, y1 + bh, name))
         images.append((image, boxes))
     return images
@@ -86,15 +89,30 @@ def write_coco(folder: str, images, name: str = "train") -> str:
     """folder/<name>.json with images under folder/images/; returns the JSON's path."""
     files = write_images(os.path.join(folder, "images"), images, name)
     categories: Dict[str, int] = {c: i + 1 for i, c in enumerate(CLASSES)}
-    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": c} for c, i in categories.items()]}
+    coco = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i, "name": c} for c, i in categories.items()],
+    }
     for image_id, (file_name, (image, boxes)) in enumerate(zip(files, images), start=1):
         coco["images"].append(
-            {"id": image_id, "file_name": f"images/{file_name}", "height": image.shape[0], "width": image.shape[1]}
+            {
+                "id": image_id,
+                "file_name": f"images/{file_name}",
+                "height": image.shape[0],
+                "width": image.shape[1],
+            }
         )
         for x1, y1, x2, y2, label in boxes:
             coco["annotations"].append(
-                {"id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": categories[label],
-                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
+                {
+                    "id": len(coco["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": categories[label],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
             )
     path = os.path.join(folder, f"{name}.json")
     with open(path, "w") as f:
