@@ -29,6 +29,8 @@ RUN = (
     "2",
     "SOLVER.STEPS",
     "(3,)",
+    "SOLVER.BASE_LR",
+    "0.01",
     "DATASETS.TEST",
     "()",
 )
