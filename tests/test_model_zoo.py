@@ -160,9 +160,15 @@ def test_with_a_wheel_installed_the_scripts_of_a_checkout_run_the_study_and_trai
     assert (tmp_path / "run" / "model_final.pth").is_file()
 
 
-def test_an_editable_install_finds_every_config_of_the_source_tree(tmp_path):
+def test_an_editable_build_links_the_source_trees_configs_into_its_package(tmp_path):
     source = source_tree_without_package_configs(tmp_path)
-    pip("install", "--prefix", str(tmp_path / "prefix"), "-e", str(source))
+    # What `pip install -e` runs first; pip itself is not run, as it would uninstall the
+    # running environment's ltm_d2.
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
+        cwd=source,
+        check=True,
+    )
     names = repository_config_names()
     # An editable install imports the package from the source tree itself.
     found = subprocess.run(
