@@ -32,14 +32,14 @@ logger = logging.getLogger(__name__)
 
 RESULT_FILE = "study_result.json"
 
-# The detectors of the main table: label and the preset's config of its own recipe
-# (docs/recipes.md).
+# The detectors of the main table: label, and the name of the config of its own recipe in a
+# preset, f"{_SHAPES}/{name}_{suffix}.yaml" (docs/recipes.md).
 DETECTORS = OrderedDict(
-    retinanet="RetinaNet",
-    topk="RetinaNet (K anchors)",
-    freeanchor="LTM(M+)",
-    ltm="LTM",
-    ltm_af="LTM-AF",
+    retinanet=("RetinaNet", "retinanet"),
+    topk=("RetinaNet (K anchors)", "retinanet_topk"),
+    freeanchor=("LTM(M+)", "freeanchor"),
+    ltm=("LTM", "ltm"),
+    ltm_af=("LTM-AF", "ltm_af"),
 )
 BASELINE = "retinanet"
 
@@ -75,18 +75,10 @@ class Preset:
 
 
 _SHAPES = "configs/Shapes-Detection"
-# The config of each detector's own recipe, by key of DETECTORS: f"{_SHAPES}/{name}_{suffix}.yaml".
-_CONFIG_NAMES = dict(
-    retinanet="retinanet",
-    topk="retinanet_topk",
-    freeanchor="freeanchor",
-    ltm="ltm",
-    ltm_af="ltm_af",
-)
 
 
 def _shapes_configs(suffix: str) -> Dict[str, str]:
-    return {key: f"{_SHAPES}/{name}_{suffix}.yaml" for key, name in _CONFIG_NAMES.items()}
+    return {key: f"{_SHAPES}/{name}_{suffix}.yaml" for key, (_, name) in DETECTORS.items()}
 
 
 PRESETS = {
@@ -165,7 +157,7 @@ def plan_study(
                 run = StudyRun(
                     f"{key}_seed{seed}", preset.configs[key], (*common, "SEED", str(seed))
                 )
-                study.main_rows.setdefault(DETECTORS[key], {})[seed] = study.add(run)
+                study.main_rows.setdefault(DETECTORS[key][0], {})[seed] = study.add(run)
     if "ablation" in tables:
         seed = seeds[0]
         for table, k, s, beta in ABLATIONS:
@@ -344,7 +336,7 @@ def _finished(study: Study, results, label: str) -> List[Tuple[int, Dict[str, fl
 
 def _paired_with_baseline(study: Study, results, label: str) -> List[Tuple[Dict, Dict]]:
     """(result, baseline result of the same seed) for each seed where both runs are finished."""
-    label_of_baseline = DETECTORS[BASELINE]
+    label_of_baseline = DETECTORS[BASELINE][0]
     baseline = (
         dict(_finished(study, results, label_of_baseline))
         if label_of_baseline in study.main_rows
@@ -361,7 +353,7 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
     Tables 1, 2 and 4 in one: per detector, the mean ± half-spread over seeds of AP, AP on each
     crowdedness group and NMS recall; the AP gain over the baseline is paired by seed.
     """
-    baseline = DETECTORS[BASELINE]
+    baseline = DETECTORS[BASELINE][0]
     header = [
         "detector",
         "seeds",
@@ -387,7 +379,7 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
 def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
     """Table 2's relative improvement over the baseline on each crowdedness group, paired by
     seed."""
-    baseline = DETECTORS[BASELINE]
+    baseline = DETECTORS[BASELINE][0]
     groups = list(CROWDEDNESS_GROUPS)
     lines = [
         "| detector | " + " | ".join(f"{g} (vs {baseline})" for g in groups) + " |",
