@@ -101,6 +101,10 @@ def _worker(local_rank, main_func, layout, dist_url, args, join_timeout):
         torch.cuda.set_device(local_rank)
     comm.synchronize()
     run_main(main_func, *args)
+    # Leave together: a worker that exits while its peers still talk to its connections (rank 0
+    # also serves the store) can end them with SIGABRT.
+    comm.synchronize()
+    dist.destroy_process_group()
 
 
 def join(dist_url: str, rank: int, layout, join_timeout: float) -> dist.TCPStore:
