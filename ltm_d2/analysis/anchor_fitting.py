@@ -12,7 +12,7 @@ chosen by this deterministic rule:
 1. coverage first: the largest share of objects with an anchor of IoU >= the foreground threshold
    (MODEL.RETINANET.IOU_THRESHOLDS[-1]), the objects RetinaNet's IoU rule can train through more
    than their one "low-quality" best anchor;
-2. among the candidates within :data:`SHARE_TOLERANCE` (1 percentage point) of that share, the
+2. among the candidates within :data:`SHARE_TOLERANCE` (2 percentage points) of that share, the
    most positive anchors per object under RetinaNet's rule (larger anchors relative to the stride
    overlap their neighbours more, so an object has more anchors of high IoU);
 3. equal figures: the smaller c.
@@ -21,7 +21,11 @@ Step 2 alone would push c up without end; anchors absurdly larger than the objec
 by step 1: an anchor of area A reaches IoU t with an object of area a only if a / A >= t (the
 object inside the anchor at best), so at t = 0.5 an anchor more than sqrt(2) times an object's
 side covers it no longer, and a candidate whose anchors outgrow the objects loses share. The
-tolerance lets a larger c give up at most 1% of the objects (the smallest) for its positives.
+tolerance lets a larger c give up at most 2% of the objects (the smallest) for its positives. It
+was 1 point until training said otherwise, on the bundled tuning split (docs/study.md): 1.5 x
+stride covered 69.8% of the objects with 3.63 positives each, 2 x stride 68.6% with 5.10, and
+every detector trained with both did better with 2 x stride (RetinaNet 25.9 against 18.5 AP,
+LTM 34.3 against 30.3); a point of share is worth less than 40% more positives.
 
 **Bag size.** K is the largest of 5, 10, ..., 50 for which the median object's K-th best anchor of
 the fitted anchors has IoU >= the background threshold (MODEL.RETINANET.IOU_THRESHOLDS[0], 0.4):
@@ -48,7 +52,7 @@ SCALES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
 # Candidate bag sizes K.
 BAG_SIZES = tuple(range(5, 55, 5))
 # Candidates whose share of covered objects is this close to the best one compete on positives.
-SHARE_TOLERANCE = 0.01
+SHARE_TOLERANCE = 0.02
 
 
 class AnchorScore(NamedTuple):
