@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Detections of a trained model on image files, drawn with Detectron2's Visualizer (paper Fig. 9);
 or, with --compare-config-file, those of two models side by side on the same images.
 

@@ -63,3 +63,17 @@ def test_the_docs_name_no_folder_of_the_machines_they_were_written_on():
         if re.search(r"(?<![\w.])/(work|root|home)/", line)
     ]
     assert offending == []
+
+
+def test_the_usage_of_every_command_line_prints_its_continued_lines_as_written():
+    # A usage docstring is the --help text: a command continued with "\" must print on two lines,
+    # as it is to be pasted, not joined by Python's backslash-newline escape.
+    joined = []
+    for path in python_files("tools", "demo", "bench") + [os.path.join(REPO, "train_net.py")]:
+        source = open(path, encoding="utf-8").read()
+        tree = ast.parse(source, path)
+        docstring = ast.get_docstring(tree, clean=False)
+        if docstring is not None and "\\\n" in ast.get_source_segment(source, tree.body[0]):
+            if "\\\n" not in docstring:
+                joined.append(os.path.relpath(path, REPO))
+    assert joined == []

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Parameters, FLOPs and activations of the models of one or more configs (LTM, LTM-AF, RetinaNet),
 at one input size, with Detectron2's analysis tools (FlopCountAnalysis, parameter_count_table,
 activation counts; one multiply-add counts as one flop). Nothing is trained or downloaded.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 How well a config's anchors cover a dataset's objects (no training needed): per category, the
 positive anchors RetinaNet's IoU rule gives each object, the share of objects without an anchor of
 IoU >= the foreground threshold, and the IoU of the best and of the K-th best anchor (the last

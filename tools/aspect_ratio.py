@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Per-category AP against aspect ratio for two detectors on one dataset (paper Fig. 7 and Fig. 8):
 prints each category's mean aspect ratio max(w/h, h/w), its AP under both detectors and the gain,
 and the slope of the line fitted to gain against aspect ratio; writes `aspect_ratio_gain.png`

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Convert the authors' FreeAnchor weights (a maskrcnn-benchmark checkpoint) into a Detectron2
 checkpoint for configs/COCO-Detection/freeanchor_R_50_FPN_1x_maskrcnn_benchmark.yaml:
 

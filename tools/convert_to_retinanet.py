@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Write the plain Detectron2 RetinaNet config of an LTM (or RetinaNet) config: a config that
 Detectron2 alone loads (get_cfg(), merge_from_file(..., allow_unsafe=False)), whose
 DefaultPredictor with the LTM checkpoint gives the LTM model's detections (docs/deploy.md).

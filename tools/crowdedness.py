@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 AP against crowdedness for two detectors on one dataset (paper Table 2 and Fig. 5): prints the
 AP of each on the sparse, medium and dense images with the relative improvement of the second,
 and writes the AP against the number of objects per image as `crowdedness.png`.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Draw a trained model's detections beside the ground truth on images of a registered dataset,
 with Detectron2's Visualizer; one JPEG per image.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Export an LTM, LTM-AF or RetinaNet model to TorchScript or ONNX with Detectron2's export API
 (the flags of Detectron2's tools/deploy/export_model.py), then check the export against the eager
 model on the sample image and on three crops of it, whose network inputs have other sizes than the

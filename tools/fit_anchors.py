@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Fit a config's anchors to a dataset (no training): one scale c for the base anchor size of every
 level (c x its stride; the levels, octave scales and aspect ratios are the config's), and for LTM
 the bag size K; the rules are in ltm_d2/analysis/anchor_fitting.py. Prints the coverage of the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 How matching evolves during training (paper Fig. 6): for chosen objects of one image, the
 anchors (LTM) or points (LTM-AF) of their bags coloured by the weight the positive mean-max
 function gives them, one panel per checkpoint of a training run, and the accumulated heat map.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""
+r"""
 Make a shareable checkpoint of a training run: the model weights only (no optimizer, scheduler or
 iteration), optionally in float16, with the run's config (OUTPUT_DIR/config.yaml) and its final
 evaluation (the last one in OUTPUT_DIR/metrics.json) embedded, written as
