@@ -1,13 +1,13 @@
 """
 Half precision (SOLVER.AMP.ENABLED) against float32: the loss of one batch under autocast
 (float16 on CUDA, bfloat16 on the CPU) and in float32 from the same weights, the precision of the
-network and of the matching there, then ITERATIONS training steps of each (Detectron2's
-AMPTrainer and SimpleTrainer, the project's optimizer, the same batches in the same order): all
-losses finite, the median step time of each.
+network and of the matching there, then ITERATIONS training steps of each (the training step
+that SOLVER.AMP.ENABLED True and False choose on this device, engine/precision.py; the project's
+optimizer, the same batches in the same order): all losses finite, the median step time of each.
 
     python bench/amp.py [--config-file CONFIG] [--iterations 200] [--json PATH]
 
-AMPTrainer needs CUDA: on the CPU only the float32 training runs.
+On a CPU without native bfloat16, SOLVER.AMP.ENABLED trains in float32: only that run is made.
 """
 
 import argparse
@@ -20,7 +20,6 @@ import time
 
 import torch
 
-from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
@@ -29,6 +28,7 @@ from measure import DEVICE, describe_device, write_json  # noqa: E402
 
 from ltm_d2 import load_config  # noqa: E402
 from ltm_d2.engine import Trainer  # noqa: E402
+from ltm_d2.engine.precision import training_precision  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOW_PRECISION = {"cuda": torch.float16, "cpu": torch.bfloat16}
@@ -70,11 +70,12 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def train(cfg, batches, amp: bool, iterations: int) -> dict:
-    """`iterations` steps from the same initial weights on `batches` in turn: losses, step times."""
+def train(cfg, batches, precision, iterations: int) -> dict:
+    """`iterations` steps in `precision` from the same initial weights on `batches` in turn:
+    losses, step times."""
     model = build(cfg)
     optimizer = Trainer.build_optimizer(cfg, model)
-    trainer = (AMPTrainer if amp else SimpleTrainer)(model, itertools.cycle(batches), optimizer)
+    trainer = precision.trainer(model, itertools.cycle(batches), optimizer)
     losses, times = [], []
     with EventStorage(0) as storage:
         for i in range(iterations):
@@ -87,6 +88,7 @@ def train(cfg, batches, amp: bool, iterations: int) -> dict:
             losses.append(storage.history("total_loss").latest())
     timed = times[WARMUP_STEPS:] or times
     return {
+        "precision": precision.describe(),
         "iterations": iterations,
         "median_step_ms": statistics.median(timed) * 1e3,
         "final_loss": statistics.mean(losses[-DISTINCT_BATCHES:]),
@@ -119,10 +121,14 @@ def main(argv=None):
     }
     print(f"Same batch: {result['same_batch']}", flush=True)
     for mode, amp in (("float32", False), ("amp", True)):
-        if amp and DEVICE != "cuda":
-            result["training"][mode] = {"skipped": "AMPTrainer needs CUDA"}
+        cfg.defrost()
+        cfg.SOLVER.AMP.ENABLED = amp
+        precision = training_precision(cfg, torch.device(DEVICE))
+        print(precision.describe(), flush=True)
+        if amp and not precision.autocast:
+            result["training"][mode] = {"skipped": precision.describe()}
             continue
-        result["training"][mode] = train(cfg, batches, amp, args.iterations)
+        result["training"][mode] = train(cfg, batches, precision, args.iterations)
         run = result["training"][mode]
         print(
             f"{mode}: {run['iterations']} iterations, {run['median_step_ms']:.1f} ms/step "

@@ -20,14 +20,20 @@ from typing import Callable, Dict, List, Sequence
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from ltm_d2.engine.precision import cpu_capability
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def describe_device() -> str:
-    """The device the benchmarks run on, in words."""
+    """The device the benchmarks run on, in words: the GPU's name, or the CPU's capability (AVX2,
+    AVX512, AMX: what its speed, in bfloat16 above all, depends on) and cores."""
     if DEVICE == "cuda":
         return torch.cuda.get_device_name()
-    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads), no GPU"
+    return (
+        f"CPU ({cpu_capability()}; {os.cpu_count()} cores, {torch.get_num_threads()} threads), "
+        "no GPU"
+    )
 
 
 def _synchronize():

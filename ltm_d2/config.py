@@ -47,6 +47,11 @@ def add_ltm_config(cfg):
     # Evaluate NMS recall (NR, NR_tau of paper Table 4) beside COCO AP; runs inference twice.
     cfg.TEST.NMS_RECALL = False
 
+    # SOLVER.AMP.ENABLED asks for mixed precision; where the run is decides what it means
+    # (engine/precision.py): on a GPU, autocast in this dtype ("float16", or "bfloat16" where the
+    # GPU has it); on a CPU, bfloat16 where the CPU computes it natively, float32 otherwise.
+    cfg.SOLVER.AMP.PRECISION = "float16"
+
     # Training stops once more than this share of the training images could not be read (each is
     # skipped and logged); 0 stops at the first.
     cfg.DATALOADER.MAX_BAD_IMAGE_FRACTION = 0.01

@@ -4,6 +4,7 @@ import os
 import tempfile
 
 from .data.build import check_training_datasets
+from .engine.precision import GPU_PRECISIONS
 from .errors import UserError
 
 
@@ -35,10 +36,15 @@ def check_run(cfg, training: bool, resume: bool = False) -> None:
     """
     The checks of a training or evaluation run of `cfg`: the output folder, the weights (not read
     when --resume finds a checkpoint in OUTPUT_DIR to continue from) and, for training, the
-    training datasets (:func:`check_training_datasets`).
+    training datasets (:func:`check_training_datasets`) and the mixed precision asked for.
     """
     check_output_dir(cfg.OUTPUT_DIR)
     if not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
         check_weights_file(cfg.MODEL.WEIGHTS)
     if training:
         check_training_datasets(cfg)
+        if cfg.SOLVER.AMP.PRECISION not in GPU_PRECISIONS:
+            raise UserError(
+                f"SOLVER.AMP.PRECISION {cfg.SOLVER.AMP.PRECISION!r}: must be one of "
+                f"{', '.join(GPU_PRECISIONS)}."
+            )

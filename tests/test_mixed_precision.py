@@ -1,8 +1,12 @@
 """
 Mixed precision (SOLVER.AMP.ENABLED): the network runs in low precision, the matching in float32.
-On the CPU under bfloat16 autocast (the trainer's SOLVER.AMP.ENABLED on a CPU); on a GPU under
-float16 autocast, as Detectron2's AMPTrainer trains.
+What it means is chosen by the hardware: on a CPU, bfloat16 autocast where the CPU computes
+bfloat16 natively and float32 otherwise; on a GPU, Detectron2's AMPTrainer (float16, or bfloat16
+where the GPU has it).
 """
+
+import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,8 +16,7 @@ from detectron2.layers import cat
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Boxes
 
-from ltm_d2.engine import Trainer
-from ltm_d2.engine.trainer import train_network_in_bfloat16
+from ltm_d2.engine import Trainer, precision
 
 from support import build_tiny_model, make_input, random_boxes, tiny_cfg
 
@@ -82,30 +85,118 @@ def first_conv_output_dtypes(model):
     return dtypes
 
 
-def test_amp_on_a_cpu_trains_the_network_in_bfloat16_and_the_losses_in_float32(storage):
-    model = build_tiny_model("MODEL.RETINANET.NUM_CLASSES", 6)
-    train_network_in_bfloat16(model)
-    dtypes = first_conv_output_dtypes(model)
-    losses = model(inputs())
-    assert dtypes == [torch.bfloat16]
-    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+@pytest.fixture
+def native_bfloat16(monkeypatch):
+    """Makes the CPU report native bfloat16 (True) or not (False), whatever this machine has."""
+
+    def report(native: bool):
+        monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: native)
+
+    return report
 
 
-def test_amp_on_a_cpu_leaves_inference_in_float32():
-    model = build_tiny_model()
-    train_network_in_bfloat16(model)
-    dtypes = first_conv_output_dtypes(model.eval())
-    with torch.no_grad():
-        model([{"image": x["image"]} for x in inputs()])
-    assert dtypes == [torch.float32]
+def amp_cfg(tmp_path, *opts):
+    return tiny_cfg("SOLVER.AMP.ENABLED", True, "OUTPUT_DIR", str(tmp_path), *opts)
 
 
-def test_a_cpu_trainer_with_amp_trains_in_bfloat16_and_evaluates_in_float32(tmp_path):
-    cfg = tiny_cfg("SOLVER.AMP.ENABLED", True, "OUTPUT_DIR", str(tmp_path))
-    trainer = Trainer(cfg)
+def test_amp_on_a_cpu_with_native_bfloat16_trains_the_network_in_bfloat16(
+    tmp_path, native_bfloat16
+):
+    native_bfloat16(True)
+    trainer = Trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 2))
+    dtypes = first_conv_output_dtypes(trainer.model)
+    trainer.train()
+    assert dtypes[:2] == [torch.bfloat16] * 2
+    assert set(dtypes[2:]) == {torch.float32}  # the final evaluation
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+def test_amp_on_a_cpu_without_native_bfloat16_trains_in_float32(tmp_path, native_bfloat16):
+    native_bfloat16(False)
+    trainer = Trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0))
     assert type(trainer._trainer) is SimpleTrainer
     dtypes = first_conv_output_dtypes(trainer.model)
     trainer.train()
-    iterations = cfg.SOLVER.MAX_ITER
-    assert dtypes[:iterations] == [torch.bfloat16] * iterations
-    assert set(dtypes[iterations:]) == {torch.float32}  # the final evaluation
+    assert dtypes[:2] == [torch.float32] * 2
+
+
+def test_the_cpu_autocast_step_computes_the_losses_in_float32(tmp_path, native_bfloat16):
+    native_bfloat16(True)
+    trainer = Trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0))
+    assert isinstance(trainer._trainer, precision.CPUAutocastTrainer)
+    losses = []
+
+    def keep_training_losses(module, args, output):
+        if module.training:
+            losses.extend(output.values())
+
+    trainer._trainer.model.register_forward_hook(keep_training_losses)
+    trainer.train()
+    assert losses and all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses)
+
+
+def test_the_backward_pass_runs_outside_autocast(tmp_path, native_bfloat16):
+    native_bfloat16(True)
+    trainer = Trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0))
+    during_backward = []
+    parameter = next(trainer.model.parameters())
+    parameter.register_hook(lambda grad: during_backward.append(torch.is_autocast_enabled("cpu")))
+    trainer.train()
+    assert during_backward == [False]
+
+
+class FakeCfg:
+    """The two keys training_precision reads."""
+
+    def __init__(self, enabled=True, gpu_precision="float16"):
+        self.SOLVER = SimpleNamespace(AMP=SimpleNamespace(ENABLED=enabled, PRECISION=gpu_precision))
+
+
+# (device, SOLVER.AMP.ENABLED, SOLVER.AMP.PRECISION, what the hardware reports) -> dtype
+MACHINES = {
+    "cpu with native bfloat16": ("cpu", True, "float16", True, torch.bfloat16),
+    "cpu with emulated bfloat16": ("cpu", True, "float16", False, torch.float32),
+    "cpu, amp off": ("cpu", False, "float16", True, torch.float32),
+    "gpu, float16": ("cuda", True, "float16", True, torch.float16),
+    "gpu with bfloat16, bfloat16": ("cuda", True, "bfloat16", True, torch.bfloat16),
+    "gpu without bfloat16, bfloat16": ("cuda", True, "bfloat16", False, torch.float16),
+    "gpu, amp off": ("cuda", False, "bfloat16", True, torch.float32),
+    "other device": ("mps", True, "float16", True, torch.float32),
+}
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_the_precision_is_chosen_by_the_hardware(monkeypatch, native_bfloat16, machine):
+    device, enabled, gpu_precision, hardware_has_it, expected = MACHINES[machine]
+    native_bfloat16(hardware_has_it)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args: hardware_has_it)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Fake GPU")
+    chosen = precision.training_precision(FakeCfg(enabled, gpu_precision), torch.device(device))
+    assert chosen.dtype == expected
+    assert chosen.describe().startswith(f"Training precision: {str(expected)[6:]} ")
+
+
+def test_the_log_says_why_a_cpu_without_native_bfloat16_trains_in_float32(native_bfloat16):
+    native_bfloat16(False)
+    chosen = precision.training_precision(FakeCfg(), torch.device("cpu"))
+    line = chosen.describe()
+    assert "float32" in line and "no native bfloat16" in line
+    assert f"CPU ({torch.backends.cpu.get_cpu_capability()}" in line
+
+
+def test_the_trainer_logs_its_precision_once(tmp_path, native_bfloat16):
+    native_bfloat16(False)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("ltm_d2")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        Trainer(amp_cfg(tmp_path))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [r.getMessage() for r in records if "Training precision" in r.getMessage()]
+    assert len(lines) == 1 and "float32" in lines[0]

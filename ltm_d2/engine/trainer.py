@@ -9,7 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils import comm
@@ -24,6 +24,7 @@ from ..evaluation.coco_ap import coco_json_file
 from ..modeling.test_time_augmentation import DenseDetectorWithTTA
 from ..modeling.tiled_inference import TiledDetector
 from .hooks import SkippedImageMonitor
+from .precision import training_precision
 from .resume import RandomStateHook
 
 
@@ -37,32 +38,6 @@ def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
         return model
     device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
-
-
-def _to_float32(outputs):
-    """`outputs` (a tensor, or a dict, list or tuple of them, nested) in float32."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.float()
-    if isinstance(outputs, dict):
-        return {k: _to_float32(v) for k, v in outputs.items()}
-    return type(outputs)(_to_float32(v) for v in outputs)
-
-
-def train_network_in_bfloat16(model: torch.nn.Module) -> None:
-    """
-    SOLVER.AMP.ENABLED on a CPU, where Detectron2's AMPTrainer needs CUDA: while `model` trains,
-    its backbone and head run under bfloat16 autocast and hand float32 outputs on, so that every
-    detector's losses are computed in float32. About twice as fast on a CPU with bfloat16 matrix
-    units (AMX, AVX512-BF16). Inference (`model.eval()`) stays in float32.
-    """
-    for module in (model.backbone, model.head):
-        forward = module.forward
-
-        def autocast_forward(*args, _module=module, _forward=forward, **kwargs):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=_module.training):
-                return _to_float32(_forward(*args, **kwargs))
-
-        module.forward = autocast_forward
 
 
 def scale_to_workers(cfg, num_workers: int):
@@ -84,13 +59,15 @@ def scale_to_workers(cfg, num_workers: int):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer that trains on CPU workers, evaluates with COCOEvaluator, generates the
-    bundled dataset on first use, checks the training data, writes checkpoints atomically, reads
-    them without running code, resumes with the data order and random state of the interrupted run
-    (engine/resume.py) and names the last checkpoint when the loss becomes NaN."""
+    """DefaultTrainer that trains on CPU workers too, in the precision the hardware gives
+    (engine/precision.py), evaluates with COCOEvaluator, generates the bundled dataset on first
+    use, checks the training data, writes checkpoints atomically, reads them without running code,
+    resumes with the data order and random state of the interrupted run (engine/resume.py) and
+    names the last checkpoint when the loss becomes NaN."""
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__, with the CPU-capable create_ddp_model above.
+        # DefaultTrainer.__init__, with the CPU-capable create_ddp_model above and the training
+        # step of the precision chosen for the device.
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
@@ -98,12 +75,10 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        on_cpu = next(model.parameters()).device.type == "cpu"
-        if cfg.SOLVER.AMP.ENABLED and on_cpu:
-            train_network_in_bfloat16(model)
+        precision = training_precision(cfg, next(model.parameters()).device)
+        logging.getLogger("ltm_d2").info(precision.describe())
         model = create_ddp_model(model)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED and not on_cpu else SimpleTrainer
-        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self._trainer = precision.trainer(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0

@@ -125,16 +125,18 @@ class LTM(RetinaNet):
         Returns:
             RetinaNet's loss dict ("topk"), or that of :meth:`matching_losses`.
         """
-        if self.matching == "topk":
-            gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
-            return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
-        # The matching is computed in float32 whatever the training precision: under autocast
+        # The losses are computed in float32 whatever the network's precision: under autocast
         # 1 / (1 - phi)^2 would overflow half precision.
         with torch.autocast(pred_logits[0].device.type, enabled=False):
+            pred_logits = [x.float() for x in pred_logits]
+            pred_anchor_deltas = [x.float() for x in pred_anchor_deltas]
+            if self.matching == "topk":
+                gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+                return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
             return self.matching_losses(
                 Boxes.cat(anchors),
-                cat(pred_logits, dim=1).float(),
-                cat(pred_anchor_deltas, dim=1).float(),
+                cat(pred_logits, dim=1),
+                cat(pred_anchor_deltas, dim=1),
                 gt_instances,
             )
 
