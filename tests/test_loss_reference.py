@@ -179,7 +179,7 @@ def test_ltm_loss_equals_the_per_object_definition(storage, device, seed):
     losses = model(inputs)
     assert set(losses) == {"loss_match_pos", "loss_match_neg", "loss_background"}
     expected = reference_loss(model, inputs)
-    torch.testing.assert_close(sum(losses.values()).double(), expected, rtol=2e-6, atol=0)
+    torch.testing.assert_close(sum(losses.values()).double().cpu(), expected, rtol=2e-6, atol=0)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -200,7 +200,7 @@ def test_freeanchor_loss_equals_the_per_object_definition(storage, device, seed)
     losses = model(inputs)
     assert set(losses) == {"loss_match_pos", "loss_background"}
     expected = reference_loss(model, inputs)
-    torch.testing.assert_close(sum(losses.values()).double(), expected, rtol=2e-6, atol=0)
+    torch.testing.assert_close(sum(losses.values()).double().cpu(), expected, rtol=2e-6, atol=0)
 
 
 def test_ltm_loss_with_trained_like_outputs_equals_the_definition(storage, device):
@@ -211,7 +211,7 @@ def test_ltm_loss_with_trained_like_outputs_equals_the_definition(storage, devic
     inputs = batch(7)
     losses = model(inputs)
     torch.testing.assert_close(
-        sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0
+        sum(losses.values()).double().cpu(), reference_loss(model, inputs), rtol=2e-6, atol=0
     )
 
 
@@ -227,7 +227,7 @@ def test_ltm_af_loss_equals_the_per_object_definition(storage, device, seed):
     losses = model(inputs)
     assert set(losses) == {"loss_match_pos", "loss_match_neg", "loss_background"}
     torch.testing.assert_close(
-        sum(losses.values()).double(), reference_loss(model, inputs), rtol=2e-6, atol=0
+        sum(losses.values()).double().cpu(), reference_loss(model, inputs), rtol=2e-6, atol=0
     )
 
 
