@@ -233,23 +233,22 @@ def freeanchor_suppression(
     # IoU of the candidates' boxes, block by block of pairs; kept where iou - t1 >= 0 (or NaN)
     objects, anchors, ious = [], [], []
     block = SUPPRESSION_BLOCK
+    block_boxes = boxes.view(-1, block, 4)  # (Nb, B, 4)
+    block_areas, block_anchors = areas.view(-1, block), anchor_index.view(-1, block)  # (Nb, B)
     for pairs in row_blocks(len(candidates), block):
         obj, blk = candidates[pairs].unbind(1)
-        members = blk[:, None] * block + torch.arange(block, device=blk.device)  # (P', B)
-        gt = gt_boxes[obj]  # (P', 4)
+        gt, pred = gt_boxes[obj, None], block_boxes[blk]  # (P', 1, 4), (P', B, 4)
         # Detectron2's pairwise_intersection and pairwise_iou, on (P', B) pairs
-        inter = torch.min(gt[:, None, 2:], boxes[members, 2:]) - torch.max(
-            gt[:, None, :2], boxes[members, :2]
-        )
+        inter = torch.min(gt[..., 2:], pred[..., 2:]) - torch.max(gt[..., :2], pred[..., :2])
         inter = inter.clamp_(min=0).prod(dim=2)  # (P', B)
         iou = torch.where(
             inter > 0,
-            inter / (gt_areas[obj, None] + areas[members] - inter),
+            inter / (gt_areas[obj, None] + block_areas[blk] - inter),
             torch.zeros(1, dtype=inter.dtype, device=inter.device),
         )
         keep = ~((iou - t1) < 0)
-        objects.append(obj[:, None].expand_as(members)[keep])
-        anchors.append(anchor_index[members][keep])
+        objects.append(obj[:, None].expand_as(iou)[keep])
+        anchors.append(block_anchors[blk][keep])
         ious.append(iou[keep])
     objects, anchors, ious = cat(objects), cat(anchors), cat(ious)
     t2 = gt_areas.new_full((len(gt_boxes),), -math.inf).scatter_reduce_(0, objects, ious, "amax")
