@@ -76,8 +76,9 @@ def to(device, pred, gt, dtype=torch.float32):
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Blocks of 8 boxes and chunks of 16 pairs, so that every loop runs many times."""
+    """Groups of 2 blocks of 8 boxes and chunks of 16 pairs: every loop runs many times."""
     monkeypatch.setattr(matching, "SUPPRESSION_BLOCK", 8)
+    monkeypatch.setattr(matching, "SUPPRESSION_GROUP", 2)
     monkeypatch.setattr(blocks, "PAIRS_PER_BLOCK", 128)
 
 
@@ -136,10 +137,10 @@ def test_block_bounds_keep_every_pair_whose_iou_reaches_the_threshold():
     g = torch.Generator().manual_seed(5)
     gt = varied_boxes(g, 200)
     pred = torch.cat([jittered(g, gt, 20, 0.2), jittered(g, gt, 5, 0.01), varied_boxes(g, 2000)])
-    boxes, _, index, bounds = matching._blocks_of_boxes(Boxes(pred), 1)  # one box per block
+    boxes, _, index, bounds = matching._blocks_of_boxes(Boxes(pred), 1, 1)  # one box per block
     iou = pairwise_iou(Boxes(gt), Boxes(boxes))
     for t in (0.1, 0.6, 0.95):
-        may = matching._may_reach_iou(gt, bounds, t)
+        may = matching._may_reach_iou(matching._iou_limits(gt, t)[:, None], bounds)
         assert (iou >= t).sum() >= 200
         assert may[iou >= t].all()
         assert not may[iou == 0].all()  # and the bounds do prune

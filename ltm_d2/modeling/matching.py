@@ -183,8 +183,10 @@ def background_focal_loss_sum(
     return _BackgroundFocalLossSum.apply(logits, suppression, excluded, gamma)
 
 
-# Predicted boxes per block of the suppression's pruning (:func:`freeanchor_suppression`).
+# Predicted boxes per block, and blocks per group of blocks, of the suppression's pruning
+# (:func:`freeanchor_suppression`).
 SUPPRESSION_BLOCK = 64
+SUPPRESSION_GROUP = 16
 # The pruning keeps every (object, block) pair that could hold an IoU above t1 * (1 - this): a
 # margin far above the few float32 roundings between a box's IoU and the bounds it is tested on.
 SUPPRESSION_SLACK = 1e-3
@@ -194,16 +196,18 @@ def freeanchor_suppression(
     pred_boxes: Boxes, gt_instances: Instances, num_classes: int, iou_threshold: float
 ) -> Tensor:
     """
-    FreeAnchor's background suppression of one image, without gradient:
+    FreeAnchor's background suppression of one image, without gradient (docs/method.md,
+    "freeanchor"):
     S_jc = max_{i: c_i = c} clamp((IoU(pred_j, b_i) - t1) / (t2_i - t1), 0, 1),
     t2_i = max(max_j IoU(pred_j, b_i), t1 + 1e-12).
 
     Only pairs with IoU(pred_j, b_i) >= t1 change S (every other pair gives 0, and t2_i is
     clamped at t1), so the IoU is computed only where it can reach t1: the predicted boxes are
-    sorted into blocks of nearby boxes of similar size (:func:`_blocks_of_boxes`), and the IoU of
-    an object with a block's boxes only where the block's bounds pass the necessary conditions of
-    :func:`_may_reach_iou`. The IoU of those pairs is Detectron2's `pairwise_iou`, the same float
-    operations, and S is the same, to the bit, as from the dense (I, J) IoU
+    sorted into blocks of nearby boxes of similar size, and those into groups of blocks
+    (:func:`_blocks_of_boxes`); an object is tested against the bounds of each group, then of
+    each block of the groups that pass (:func:`_may_reach_iou`), and its IoU computed with the
+    boxes of the blocks that pass. The IoU of those pairs is Detectron2's `pairwise_iou`, the
+    same float operations, and S is the same, to the bit, as from the dense (I, J) IoU
     (:func:`dense_freeanchor_suppression`, used for t1 <= 0, where every pair counts).
 
     Args:
@@ -220,19 +224,32 @@ def freeanchor_suppression(
     per_class = pred_boxes.tensor.new_zeros(num_classes, num_anchors)
     if len(gt_boxes) == 0 or num_anchors == 0:
         return per_class.t()
-    boxes, areas, anchor_index, bounds = _blocks_of_boxes(pred_boxes, SUPPRESSION_BLOCK)
+    block, group = SUPPRESSION_BLOCK, SUPPRESSION_GROUP
     gt_areas = gt_instances.gt_boxes.area()
-    # (object, block) pairs that may hold an IoU >= t1, a block of objects at a time
+    boxes, areas, anchor_index, bounds = _blocks_of_boxes(pred_boxes, block, group)
+    block_bounds = bounds.view(-1, group, 8)  # (Ng, G, 8)
+    group_bounds = torch.cat(
+        [block_bounds[..., :4].amax(1), block_bounds[..., 4:].amin(1)], dim=1
+    )  # (Ng, 8)
+    limits = _iou_limits(gt_boxes, t1 * (1.0 - SUPPRESSION_SLACK))  # (I, 8)
+    # (object, group) pairs that may hold an IoU >= t1, a block of objects at a time
+    in_groups = []
+    for rows in row_blocks(len(gt_boxes), len(group_bounds) * 8):
+        may = _may_reach_iou(limits[rows, None], group_bounds)  # (I', Ng)
+        in_groups.append(may.nonzero() + torch.tensor([rows.start, 0], device=may.device))
+    in_groups = cat(in_groups)  # (P1, 2): object, group
+    # then (object, block) pairs, for the blocks of those groups
     candidates = []
-    for rows in row_blocks(len(gt_boxes), len(bounds)):
-        may = _may_reach_iou(gt_boxes[rows], bounds, t1 * (1.0 - SUPPRESSION_SLACK))  # (I', Nb)
-        candidates.append(may.nonzero() + torch.tensor([rows.start, 0], device=may.device))
-    candidates = cat(candidates)  # (P, 2): object, block
+    for pairs in row_blocks(len(in_groups), group * 8):
+        obj, grp = in_groups[pairs].unbind(1)
+        may = _may_reach_iou(limits[obj, None], block_bounds[grp])  # (P1', G)
+        pair, member = may.nonzero().unbind(1)
+        candidates.append(torch.stack([obj[pair], grp[pair] * group + member], dim=1))
     if len(candidates) == 0:
         return per_class.t()
+    candidates = cat(candidates)  # (P, 2): object, block
     # IoU of the candidates' boxes, block by block of pairs; kept where iou - t1 >= 0 (or NaN)
     objects, anchors, ious = [], [], []
-    block = SUPPRESSION_BLOCK
     block_boxes = boxes.view(-1, block, 4)  # (Nb, B, 4)
     block_areas, block_anchors = areas.view(-1, block), anchor_index.view(-1, block)  # (Nb, B)
     for pairs in row_blocks(len(candidates), block):
@@ -276,17 +293,17 @@ def dense_freeanchor_suppression(
     return per_class.t()
 
 
-def _blocks_of_boxes(pred_boxes: Boxes, block: int):
+def _blocks_of_boxes(pred_boxes: Boxes, block: int, group: int):
     """
     The J boxes sorted so that consecutive ones are close in width, height and position (by
     half-octave of width and height, then in Z-order on a grid of half their size), padded to
-    Nb = ceil(J / block) blocks by repeating the last box, and the bounds of each block.
-    The order only decides how tight the bounds are, never which pairs are found.
+    Nb = a multiple of `group` blocks of `block` boxes by repeating the last box, and the bounds
+    of each block. The order only decides how tight the bounds are, never which pairs are found.
 
     Returns:
         boxes (Nb * block, 4) and their areas (Nb * block,), in the sorted order;
         anchor_index (Nb * block,): the index of each into `pred_boxes`;
-        bounds (Nb, 8): min x1, max x2, min y1, max y2, min w, max w, min h, max h of each block.
+        bounds (Nb, 8): max x2, max y2, max w, max h, min x1, min y1, min w, min h of each block.
     """
     tensor = pred_boxes.tensor
     num_boxes = len(tensor)
@@ -298,26 +315,15 @@ def _blocks_of_boxes(pred_boxes: Boxes, block: int):
     octave = octave.long() + 64
     key = (octave[:, 0] * 128 + octave[:, 1]) * 2**42 + _interleave_bits(grid).sum(1)
     order = key.argsort()
-    num_blocks = -(-num_boxes // block)
+    num_blocks = -(-num_boxes // (block * group)) * group
     anchor_index = torch.cat([order, order[-1:].expand(num_blocks * block - num_boxes)])
     boxes = tensor[anchor_index]
     areas = Boxes(boxes).area()
-    widths = (boxes[:, 2:] - boxes[:, :2]).view(num_blocks, block, 2)
     corners = boxes.view(num_blocks, block, 4)
-    bounds = torch.stack(
-        [
-            corners[..., 0].amin(1),
-            corners[..., 2].amax(1),
-            corners[..., 1].amin(1),
-            corners[..., 3].amax(1),
-            widths[..., 0].amin(1),
-            widths[..., 0].amax(1),
-            widths[..., 1].amin(1),
-            widths[..., 1].amax(1),
-        ],
-        dim=1,
-    )
-    return boxes, areas, anchor_index, bounds
+    widths = corners[..., 2:] - corners[..., :2]  # (Nb, B, 2)
+    upper = torch.cat([corners[..., 2:], widths], dim=2).amax(1)  # (Nb, 4)
+    lower = torch.cat([corners[..., :2], widths], dim=2).amin(1)  # (Nb, 4)
+    return boxes, areas, anchor_index, torch.cat([upper, lower], dim=1)
 
 
 def _interleave_bits(grid: Tensor) -> Tensor:
@@ -335,27 +341,32 @@ def _interleave_bits(grid: Tensor) -> Tensor:
     return v << torch.tensor([0, 1], device=v.device)
 
 
-def _may_reach_iou(gt_boxes: Tensor, bounds: Tensor, threshold: float) -> Tensor:
+def _iou_limits(gt_boxes: Tensor, threshold: float) -> Tensor:
     """
-    (I, Nb): False only where no box inside a block's bounds (:func:`_blocks_of_boxes`) can have
-    an IoU >= `threshold` > 0 with the object. IoU(p, b) >= t needs an intersection w_i x h_i >=
-    t * union >= t * max(area_b, area_p), hence w_i >= t * w_b and w_i >= t * w_p (likewise in y):
-    x2_p - x1_b >= t w_b, x2_b - x1_p >= t w_b, t w_b <= w_p <= w_b / t. Written as "fails" tests,
-    so that a NaN bound keeps the block.
+    (I, 8) what a predicted box needs to reach an IoU >= `threshold` > 0 with each object b.
+    IoU(p, b) >= t needs an intersection w_i x h_i >= t * union >= t * max(area_b, area_p), hence
+    w_i >= t * w_b and w_i >= t * w_p (likewise in y): x2_p >= x1_b + t w_b, y2_p >= y1_b + t h_b,
+    w_p >= t w_b, h_p >= t h_b (the first 4 limits, lower limits of the bounds' maxima), and
+    x1_p <= x2_b - t w_b, y1_p <= y2_b - t h_b, w_p <= w_b / t, h_p <= h_b / t (the last 4).
+    Rounding is monotone, so these float limits hold for every pair whose IoU reaches
+    t * (1 + a few float32 epsilons): the caller's slack covers it.
     """
-    x1, y1, x2, y2 = gt_boxes[:, :, None].unbind(1)  # (I, 1) each
+    x1, y1, x2, y2 = gt_boxes.unbind(1)
     w, h = x2 - x1, y2 - y1
     tw, th = threshold * w, threshold * h
-    x1_min, x2_max, y1_min, y2_max, w_min, w_max, h_min, h_max = bounds.t()  # (Nb,) each
-    fails = (
-        (x2_max - x1 < tw)
-        | (x2 - x1_min < tw)
-        | (y2_max - y1 < th)
-        | (y2 - y1_min < th)
-        | (w_max < tw)
-        | (threshold * w_min > w)
-        | (h_max < th)
-        | (threshold * h_min > h)
+    return torch.stack(
+        [x1 + tw, y1 + th, tw, th, x2 - tw, y2 - th, w / threshold, h / threshold], dim=1
+    )
+
+
+def _may_reach_iou(limits: Tensor, bounds: Tensor) -> Tensor:
+    """
+    False only where no box inside the bounds (:func:`_blocks_of_boxes`) can reach the IoU of the
+    limits (:func:`_iou_limits`); (..., 8) both, broadcast. Written as a test of failure, so
+    that a NaN bound keeps the block.
+    """
+    fails = (bounds[..., :4] < limits[..., :4]).any(-1) | (bounds[..., 4:] > limits[..., 4:]).any(
+        -1
     )
     return ~fails
 
