@@ -133,6 +133,22 @@ def test_suppression_without_objects_is_zero(device):
     assert (suppression == 0).all()
 
 
+def test_suppression_is_zero_where_a_group_of_blocks_passes_but_none_of_its_blocks(
+    device, monkeypatch
+):
+    monkeypatch.setattr(matching, "SUPPRESSION_BLOCK", 1)
+    monkeypatch.setattr(matching, "SUPPRESSION_GROUP", 2)
+    gt = Instances((64, 64))
+    gt.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 20.0, 20.0]]))
+    gt.gt_classes = torch.tensor([1])
+    # too far left and too small; too large: their group's bounds pass, each box's do not
+    pred = Boxes(torch.tensor([[0.0, 0.0, 2.0, 2.0], [15.0, 15.0, 60.0, 60.0]]))
+    pred, gt = to(device, pred, gt)
+    suppression = freeanchor_suppression(pred, gt, num_classes=2, iou_threshold=0.6)
+    assert suppression.shape == (2, 2)
+    assert (suppression == 0).all()
+
+
 def test_block_bounds_keep_every_pair_whose_iou_reaches_the_threshold():
     g = torch.Generator().manual_seed(5)
     gt = varied_boxes(g, 200)

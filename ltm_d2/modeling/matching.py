@@ -245,9 +245,10 @@ def freeanchor_suppression(
         may = _may_reach_iou(limits[obj, None], block_bounds[grp])  # (P1', G)
         pair, member = may.nonzero().unbind(1)
         candidates.append(torch.stack([obj[pair], grp[pair] * group + member], dim=1))
+    # (P, 2): object, block; none where no object passed a group's bounds
+    candidates = cat(candidates) if candidates else in_groups
     if len(candidates) == 0:
         return per_class.t()
-    candidates = cat(candidates)  # (P, 2): object, block
     # IoU of the candidates' boxes, block by block of pairs; kept where iou - t1 >= 0 (or NaN)
     objects, anchors, ious = [], [], []
     block_boxes = boxes.view(-1, block, 4)  # (Nb, B, 4)
