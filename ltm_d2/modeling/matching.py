@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from detectron2.layers import cat
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils import comm
 
@@ -182,20 +183,105 @@ def background_focal_loss_sum(
     return _BackgroundFocalLossSum.apply(logits, suppression, excluded, gamma)
 
 
+# Predicted boxes per block, and blocks per group of blocks, of the suppression's pruning
+# (:func:`freeanchor_suppression`).
+SUPPRESSION_BLOCK = 64
+SUPPRESSION_GROUP = 16
+# The pruning keeps every (object, block) pair that could hold an IoU above t1 * (1 - this): a
+# margin far above the few float32 roundings between a box's IoU and the bounds it is tested on.
+SUPPRESSION_SLACK = 1e-3
+
+
 def freeanchor_suppression(
     pred_boxes: Boxes, gt_instances: Instances, num_classes: int, iou_threshold: float
 ) -> Tensor:
     """
-    FreeAnchor's background suppression of one image, without gradient:
+    FreeAnchor's background suppression of one image, without gradient (docs/method.md,
+    "freeanchor"):
     S_jc = max_{i: c_i = c} clamp((IoU(pred_j, b_i) - t1) / (t2_i - t1), 0, 1),
-    t2_i = max(max_j IoU(pred_j, b_i), t1 + 1e-12). The (I, J) IoU is computed a block of objects
-    at a time (:func:`row_blocks`).
+    t2_i = max(max_j IoU(pred_j, b_i), t1 + 1e-12).
+
+    Only pairs with IoU(pred_j, b_i) >= t1 change S (every other pair gives 0, and t2_i is
+    clamped at t1), so the IoU is computed only where it can reach t1: the predicted boxes are
+    sorted into blocks of nearby boxes of similar size, and those into groups of blocks
+    (:func:`_blocks_of_boxes`); an object is tested against the bounds of each group, then of
+    each block of the groups that pass (:func:`_may_reach_iou`), and its IoU computed with the
+    boxes of the blocks that pass. The IoU of those pairs is Detectron2's `pairwise_iou`, the
+    same float operations, and S is the same, to the bit, as from the dense (I, J) IoU
+    (:func:`dense_freeanchor_suppression`, used for t1 <= 0, where every pair counts).
 
     Args:
         pred_boxes: the J boxes predicted by the anchors.
         gt_instances: the image's I objects, with gt_boxes and gt_classes.
     Returns:
         (J, C) suppression S.
+    """
+    t1 = iou_threshold
+    if t1 <= 0:
+        return dense_freeanchor_suppression(pred_boxes, gt_instances, num_classes, t1)
+    gt_boxes, classes = gt_instances.gt_boxes.tensor, gt_instances.gt_classes
+    num_anchors = len(pred_boxes)
+    per_class = pred_boxes.tensor.new_zeros(num_classes, num_anchors)
+    if len(gt_boxes) == 0 or num_anchors == 0:
+        return per_class.t()
+    block, group = SUPPRESSION_BLOCK, SUPPRESSION_GROUP
+    gt_areas = gt_instances.gt_boxes.area()
+    boxes, areas, anchor_index, bounds = _blocks_of_boxes(pred_boxes, block, group)
+    block_bounds = bounds.view(-1, group, 8)  # (Ng, G, 8)
+    group_bounds = torch.cat(
+        [block_bounds[..., :4].amax(1), block_bounds[..., 4:].amin(1)], dim=1
+    )  # (Ng, 8)
+    limits = _iou_limits(gt_boxes, t1 * (1.0 - SUPPRESSION_SLACK))  # (I, 8)
+    # (object, group) pairs that may hold an IoU >= t1, a block of objects at a time
+    in_groups = []
+    for rows in row_blocks(len(gt_boxes), len(group_bounds) * 8):
+        may = _may_reach_iou(limits[rows, None], group_bounds)  # (I', Ng)
+        in_groups.append(may.nonzero() + torch.tensor([rows.start, 0], device=may.device))
+    in_groups = cat(in_groups)  # (P1, 2): object, group
+    # then (object, block) pairs, for the blocks of those groups
+    candidates = []
+    for pairs in row_blocks(len(in_groups), group * 8):
+        obj, grp = in_groups[pairs].unbind(1)
+        may = _may_reach_iou(limits[obj, None], block_bounds[grp])  # (P1', G)
+        pair, member = may.nonzero().unbind(1)
+        candidates.append(torch.stack([obj[pair], grp[pair] * group + member], dim=1))
+    # (P, 2): object, block; none where no object passed a group's bounds
+    candidates = cat(candidates) if candidates else in_groups
+    if len(candidates) == 0:
+        return per_class.t()
+    # IoU of the candidates' boxes, block by block of pairs; kept where iou - t1 >= 0 (or NaN)
+    objects, anchors, ious = [], [], []
+    block_boxes = boxes.view(-1, block, 4)  # (Nb, B, 4)
+    block_areas, block_anchors = areas.view(-1, block), anchor_index.view(-1, block)  # (Nb, B)
+    for pairs in row_blocks(len(candidates), block):
+        obj, blk = candidates[pairs].unbind(1)
+        gt, pred = gt_boxes[obj, None], block_boxes[blk]  # (P', 1, 4), (P', B, 4)
+        # Detectron2's pairwise_intersection and pairwise_iou, on (P', B) pairs
+        inter = torch.min(gt[..., 2:], pred[..., 2:]) - torch.max(gt[..., :2], pred[..., :2])
+        inter = inter.clamp_(min=0).prod(dim=2)  # (P', B)
+        iou = torch.where(
+            inter > 0,
+            inter / (gt_areas[obj, None] + block_areas[blk] - inter),
+            torch.zeros(1, dtype=inter.dtype, device=inter.device),
+        )
+        keep = ~((iou - t1) < 0)
+        objects.append(obj[:, None].expand_as(iou)[keep])
+        anchors.append(block_anchors[blk][keep])
+        ious.append(iou[keep])
+    objects, anchors, ious = cat(objects), cat(anchors), cat(ious)
+    t2 = gt_areas.new_full((len(gt_boxes),), -math.inf).scatter_reduce_(0, objects, ious, "amax")
+    t2 = t2.clamp(min=t1 + 1e-12)  # (I,)
+    quality = ((ious - t1) / (t2 - t1)[objects]).clamp(min=0, max=1)
+    per_class.view(-1).scatter_reduce_(0, classes[objects] * num_anchors + anchors, quality, "amax")
+    return per_class.t()
+
+
+def dense_freeanchor_suppression(
+    pred_boxes: Boxes, gt_instances: Instances, num_classes: int, iou_threshold: float
+) -> Tensor:
+    """
+    :func:`freeanchor_suppression` from the dense (I, J) IoU of every object and predicted box,
+    computed a block of objects at a time (:func:`row_blocks`).
     """
     t1 = iou_threshold
     per_class = pred_boxes.tensor.new_zeros(num_classes, len(pred_boxes))
@@ -206,6 +292,84 @@ def freeanchor_suppression(
         index = gt_instances.gt_classes[rows, None].expand_as(quality)
         per_class.scatter_reduce_(0, index, quality, "amax")
     return per_class.t()
+
+
+def _blocks_of_boxes(pred_boxes: Boxes, block: int, group: int):
+    """
+    The J boxes sorted so that consecutive ones are close in width, height and position (by
+    half-octave of width and height, then in Z-order on a grid of half their size), padded to
+    Nb = a multiple of `group` blocks of `block` boxes by repeating the last box, and the bounds
+    of each block. The order only decides how tight the bounds are, never which pairs are found.
+
+    Returns:
+        boxes (Nb * block, 4) and their areas (Nb * block,), in the sorted order;
+        anchor_index (Nb * block,): the index of each into `pred_boxes`;
+        bounds (Nb, 8): max x2, max y2, max w, max h, min x1, min y1, min w, min h of each block.
+    """
+    tensor = pred_boxes.tensor
+    num_boxes = len(tensor)
+    size = (tensor[:, 2:] - tensor[:, :2]).nan_to_num(1.0, 1.0, 1.0).clamp(min=1e-6, max=1e6)
+    octave = torch.floor(2.0 * torch.log2(size))  # (J, 2) half-octaves of w, h: -40..40
+    cell = torch.exp2(octave / 2.0 - 1.0)  # (J, 2) half the size of the half-octave
+    centre = ((tensor[:, :2] + tensor[:, 2:]) / 2.0).nan_to_num(0.0, 0.0, 0.0)
+    grid = (centre / cell).clamp(min=-(2.0**20), max=2.0**20 - 1).floor().long() + 2**20
+    octave = octave.long() + 64
+    key = (octave[:, 0] * 128 + octave[:, 1]) * 2**42 + _interleave_bits(grid).sum(1)
+    order = key.argsort()
+    num_blocks = -(-num_boxes // (block * group)) * group
+    anchor_index = torch.cat([order, order[-1:].expand(num_blocks * block - num_boxes)])
+    boxes = tensor[anchor_index]
+    areas = Boxes(boxes).area()
+    corners = boxes.view(num_blocks, block, 4)
+    widths = corners[..., 2:] - corners[..., :2]  # (Nb, B, 2)
+    upper = torch.cat([corners[..., 2:], widths], dim=2).amax(1)  # (Nb, 4)
+    lower = torch.cat([corners[..., :2], widths], dim=2).amin(1)  # (Nb, 4)
+    return boxes, areas, anchor_index, torch.cat([upper, lower], dim=1)
+
+
+def _interleave_bits(grid: Tensor) -> Tensor:
+    """(J, 2) the 21-bit column and row of each box spread to the even and odd bits of 42: their
+    sum is the Z-order (Morton) key, whose consecutive boxes fill squares of the grid."""
+    v = grid
+    for shift, mask in (
+        (16, 0x0000FFFF0000FFFF),
+        (8, 0x00FF00FF00FF00FF),
+        (4, 0x0F0F0F0F0F0F0F0F),
+        (2, 0x3333333333333333),
+        (1, 0x5555555555555555),
+    ):
+        v = (v | (v << shift)) & mask
+    return v << torch.tensor([0, 1], device=v.device)
+
+
+def _iou_limits(gt_boxes: Tensor, threshold: float) -> Tensor:
+    """
+    (I, 8) what a predicted box needs to reach an IoU >= `threshold` > 0 with each object b.
+    IoU(p, b) >= t needs an intersection w_i x h_i >= t * union >= t * max(area_b, area_p), hence
+    w_i >= t * w_b and w_i >= t * w_p (likewise in y): x2_p >= x1_b + t w_b, y2_p >= y1_b + t h_b,
+    w_p >= t w_b, h_p >= t h_b (the first 4 limits, lower limits of the bounds' maxima), and
+    x1_p <= x2_b - t w_b, y1_p <= y2_b - t h_b, w_p <= w_b / t, h_p <= h_b / t (the last 4).
+    Rounding is monotone, so these float limits hold for every pair whose IoU reaches
+    t * (1 + a few float32 epsilons): the caller's slack covers it.
+    """
+    x1, y1, x2, y2 = gt_boxes.unbind(1)
+    w, h = x2 - x1, y2 - y1
+    tw, th = threshold * w, threshold * h
+    return torch.stack(
+        [x1 + tw, y1 + th, tw, th, x2 - tw, y2 - th, w / threshold, h / threshold], dim=1
+    )
+
+
+def _may_reach_iou(limits: Tensor, bounds: Tensor) -> Tensor:
+    """
+    False only where no box inside the bounds (:func:`_blocks_of_boxes`) can reach the IoU of the
+    limits (:func:`_iou_limits`); (..., 8) both, broadcast. Written as a test of failure, so
+    that a NaN bound keeps the block.
+    """
+    fails = (bounds[..., :4] < limits[..., :4]).any(-1) | (bounds[..., 4:] > limits[..., 4:]).any(
+        -1
+    )
+    return ~fails
 
 
 def relative_localisation_quality(bag_iou: Tensor) -> Tensor:
