@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ltm_d2-setup
 TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
-DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_demo.yaml
+DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_short.yaml
 DEMO_OUTPUT ?= output/demo
 
 .PHONY: setup test fuzz demo bench study lint gpu-check gpu-wheels clean-venv
