@@ -21,7 +21,7 @@ def dense_suppression(pred_boxes, gt, num_classes, t1):
     expected = pred_boxes.tensor.new_zeros(len(pred_boxes), num_classes)
     for i, c in enumerate(gt.gt_classes.tolist()):
         t2 = iou[i].max().clamp(min=t1 + 1e-12)
-        quality = ((iou[i] - t1) / (t2 - t1)).clamp(min=0, max=1)
+        quality = torch.where(iou[i] > t1, (iou[i] - t1) / (t2 - t1), 0.0).clamp(min=0, max=1)
         expected[:, c] = torch.max(expected[:, c], quality)
     return expected
 
@@ -101,10 +101,9 @@ def test_suppression_is_the_same_in_small_blocks_and_in_float64(device, small_bl
         torch.testing.assert_close(suppression, expected, rtol=0, atol=0, equal_nan=True)
 
 
-def test_suppression_of_a_box_at_exactly_t1_is_the_dense_one(device):
-    # Object 0's best IoU is 0.6 exactly (60 / 100 in float32): t2 = t1 and the dense definition
-    # takes (0.6 - 0.6) / (t2 - t1) = 0 / 0 there. Object 1 has a better box: its box at 0.6
-    # gives 0.
+def test_a_best_box_at_exactly_t1_suppresses_nothing(device):
+    # Object 0's best IoU is 0.6 exactly (60 / 100 in float32): t2 rounds to t1 in float32, where
+    # (0.6 - 0.6) / (t2 - t1) would be 0 / 0. Object 1 has a better box: its box at 0.6 gives 0.
     gt = Instances((800, 1216))
     gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0]]))
     gt.gt_classes = torch.tensor([0, 1])
@@ -122,8 +121,8 @@ def test_suppression_of_a_box_at_exactly_t1_is_the_dense_one(device):
     pred, gt = to(device, pred, gt)
     suppression = freeanchor_suppression(pred, gt, num_classes=2, iou_threshold=0.6)
     expected = dense_suppression(pred, gt, 2, 0.6)
-    assert expected[0, 0].isnan()  # the case is reached
-    torch.testing.assert_close(suppression, expected, rtol=0, atol=0, equal_nan=True)
+    assert suppression[0, 0] == 0 and torch.isfinite(suppression).all()
+    torch.testing.assert_close(suppression, expected, rtol=0, atol=0)
 
 
 def test_suppression_without_objects_is_zero(device):

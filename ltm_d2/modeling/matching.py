@@ -192,6 +192,15 @@ SUPPRESSION_GROUP = 16
 SUPPRESSION_SLACK = 1e-3
 
 
+def suppression_quality(iou: Tensor, t1: float, t2: Tensor) -> Tensor:
+    """
+    clamp((IoU - t1) / (t2 - t1), 0, 1) of FreeAnchor's suppression, 0 wherever IoU <= t1. In
+    float32 t1 + 1e-12 rounds to t1, so an object whose best IoU is t1 exactly (a 10x6 box in a
+    10x10 one, for t1 = 0.6) has t2 = t1, and the plain formula gives 0 / 0 = NaN there.
+    """
+    return torch.where(iou > t1, (iou - t1) / (t2 - t1), 0.0).clamp(min=0, max=1)
+
+
 def freeanchor_suppression(
     pred_boxes: Boxes, gt_instances: Instances, num_classes: int, iou_threshold: float
 ) -> Tensor:
@@ -271,7 +280,7 @@ def freeanchor_suppression(
     objects, anchors, ious = cat(objects), cat(anchors), cat(ious)
     t2 = gt_areas.new_full((len(gt_boxes),), -math.inf).scatter_reduce_(0, objects, ious, "amax")
     t2 = t2.clamp(min=t1 + 1e-12)  # (I,)
-    quality = ((ious - t1) / (t2 - t1)[objects]).clamp(min=0, max=1)
+    quality = suppression_quality(ious, t1, t2[objects])
     per_class.view(-1).scatter_reduce_(0, classes[objects] * num_anchors + anchors, quality, "amax")
     return per_class.t()
 
@@ -288,7 +297,7 @@ def dense_freeanchor_suppression(
     for rows in row_blocks(len(gt_instances), len(pred_boxes)):
         pred_iou = pairwise_iou(gt_instances.gt_boxes[rows], pred_boxes)  # (I', J)
         t2 = pred_iou.max(dim=1, keepdim=True).values.clamp(min=t1 + 1e-12)  # (I', 1)
-        quality = ((pred_iou - t1) / (t2 - t1)).clamp(min=0, max=1)  # (I', J)
+        quality = suppression_quality(pred_iou, t1, t2)  # (I', J)
         index = gt_instances.gt_classes[rows, None].expand_as(quality)
         per_class.scatter_reduce_(0, index, quality, "amax")
     return per_class.t()
