@@ -12,10 +12,9 @@ from detectron2.layers import cat
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Boxes
 
-from ltm_d2.engine import Trainer
 from ltm_d2.engine.trainer import train_network_in_bfloat16
 
-from support import build_tiny_model, make_input, random_boxes, tiny_cfg
+from support import build_tiny_model, make_input, random_boxes, seeded_trainer, tiny_cfg
 
 SIZE = (64, 96)
 VARIANTS = {
@@ -102,7 +101,7 @@ def test_amp_on_a_cpu_leaves_inference_in_float32():
 
 def test_a_cpu_trainer_with_amp_trains_in_bfloat16_and_evaluates_in_float32(tmp_path):
     cfg = tiny_cfg("SOLVER.AMP.ENABLED", True, "OUTPUT_DIR", str(tmp_path))
-    trainer = Trainer(cfg)
+    trainer = seeded_trainer(cfg)
     assert type(trainer._trainer) is SimpleTrainer
     dtypes = first_conv_output_dtypes(trainer.model)
     trainer.train()
