@@ -9,7 +9,7 @@ from detectron2.engine import DefaultTrainer
 
 from ltm_d2 import load_config
 
-from support import REPO
+from support import REPO, TINY_CONFIG, run
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 COCO_CONFIGS = [p for p in CONFIGS if os.path.basename(os.path.dirname(p)).startswith("COCO-")]
@@ -138,6 +138,18 @@ def test_anchors_and_bag_size_are_shared_by_the_detectors_of_the_bundled_dataset
             ltm.SOLVER.STEPS,
             ltm.INPUT,
         )
+
+
+def test_the_tiny_config_that_tests_train_with_fixes_its_seed():
+    """A new seed at each run could let a 4-iteration model detect something at one run and
+    nothing at the next (no "Evaluation results" printed)."""
+    assert load(TINY_CONFIG).SEED >= 0
+
+
+def test_a_training_run_of_a_test_without_a_fixed_seed_is_refused_before_it_starts(tmp_path):
+    with pytest.raises(AssertionError, match="set SEED"):
+        run("OUTPUT_DIR", str(tmp_path), "SEED", "-1")
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_config_with_a_python_tag_is_refused(tmp_path):

@@ -16,9 +16,9 @@ from detectron2.layers import cat
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Boxes
 
-from ltm_d2.engine import Trainer, precision
+from ltm_d2.engine import precision
 
-from support import build_tiny_model, make_input, random_boxes, tiny_cfg
+from support import build_tiny_model, make_input, random_boxes, seeded_trainer, tiny_cfg
 
 SIZE = (64, 96)
 VARIANTS = {
@@ -103,7 +103,7 @@ def test_amp_on_a_cpu_with_native_bfloat16_trains_the_network_in_bfloat16(
     tmp_path, native_bfloat16
 ):
     native_bfloat16(True)
-    trainer = Trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 2))
+    trainer = seeded_trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 2))
     dtypes = first_conv_output_dtypes(trainer.model)
     trainer.train()
     assert dtypes[:2] == [torch.bfloat16] * 2
@@ -113,7 +113,7 @@ def test_amp_on_a_cpu_with_native_bfloat16_trains_the_network_in_bfloat16(
 
 def test_amp_on_a_cpu_without_native_bfloat16_trains_in_float32(tmp_path, native_bfloat16):
     native_bfloat16(False)
-    trainer = Trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0))
+    trainer = seeded_trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0))
     assert type(trainer._trainer) is SimpleTrainer
     dtypes = first_conv_output_dtypes(trainer.model)
     trainer.train()
@@ -122,7 +122,7 @@ def test_amp_on_a_cpu_without_native_bfloat16_trains_in_float32(tmp_path, native
 
 def test_the_cpu_autocast_step_computes_the_losses_in_float32(tmp_path, native_bfloat16):
     native_bfloat16(True)
-    trainer = Trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0))
+    trainer = seeded_trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0))
     assert isinstance(trainer._trainer, precision.CPUAutocastTrainer)
     losses = []
 
@@ -137,7 +137,7 @@ def test_the_cpu_autocast_step_computes_the_losses_in_float32(tmp_path, native_b
 
 def test_the_backward_pass_runs_outside_autocast(tmp_path, native_bfloat16):
     native_bfloat16(True)
-    trainer = Trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0))
+    trainer = seeded_trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0))
     during_backward = []
     parameter = next(trainer.model.parameters())
     parameter.register_hook(lambda grad: during_backward.append(torch.is_autocast_enabled("cpu")))
@@ -194,7 +194,7 @@ def test_the_trainer_logs_its_precision_once(tmp_path, native_bfloat16):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        Trainer(amp_cfg(tmp_path))
+        seeded_trainer(amp_cfg(tmp_path))
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

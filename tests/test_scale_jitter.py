@@ -43,6 +43,8 @@ def test_scale_jitter_config_trains_with_train_net(tmp_path):
         "2",
         "DATALOADER.NUM_WORKERS",
         "0",
+        "SEED",
+        "1",
         config=MS_CONFIG,
     )
     assert (

@@ -11,7 +11,7 @@ from detectron2.data.datasets import register_coco_instances
 from ltm_d2.data.validation import DatasetError, register_checked_coco
 from ltm_d2.engine import Trainer
 
-from support import tiny_cfg
+from support import seeded_trainer, tiny_cfg
 from support.coco_files import spoil_image_file, with_changes, write_coco
 
 SMALL_INPUT = (
@@ -50,7 +50,7 @@ def test_training_skips_an_unreadable_image_and_reports_it(tmp_path):
         str(tmp_path / "run"),
         *SMALL_INPUT,
     )
-    trainer = Trainer(cfg)
+    trainer = seeded_trainer(cfg)
     trainer.train()
     assert trainer.iter == 2
     assert trainer.storage.history("data/skipped_images").latest() == 1
@@ -59,7 +59,7 @@ def test_training_skips_an_unreadable_image_and_reports_it(tmp_path):
 def trainer_with_nan_loss_at(tmp_path, iteration):
     """A tiny trainer whose loss becomes NaN at `iteration`, checkpointing every iteration."""
     cfg = tiny_cfg("SOLVER.CHECKPOINT_PERIOD", 1, "OUTPUT_DIR", str(tmp_path), *SMALL_INPUT)
-    trainer = Trainer(cfg)
+    trainer = seeded_trainer(cfg)
     forward = trainer.model.forward
 
     def forward_with_nan(batched_inputs):

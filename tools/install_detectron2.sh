@@ -4,7 +4,10 @@
 # PyPI carries upstream Detectron2 as `sal-detectron2` with a cp310 tag; its Python code is
 # version-independent, so the wheel is fetched for 3.10 and re-tagged py3-none-any (file name
 # and the WHEEL metadata, so that `pip check` accepts it).
-# Its compiled detectron2/_C does not load on other Pythons; ltm_d2 never calls it.
+# Its compiled detectron2/_C loads on no Python with the torch installed here: built for CPython
+# 3.10, it needs CUDA 12's libcudart.so.12 (torch 2.14's PyPI wheels bring CUDA 13) and a torch of
+# the pre-C++11 string ABI. Detectron2 then uses its pure-Python fallbacks (e.g. the official COCO
+# evaluation); ltm_d2 never calls _C.
 set -euo pipefail
 PY=${1:-python}
 if "$PY" -c "import detectron2" 2>/dev/null; then

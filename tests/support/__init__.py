@@ -4,6 +4,7 @@ scripts. Test modules import from here (and from the modules of this package), n
 other.
 """
 
+import functools
 import importlib.util
 import os
 import subprocess
@@ -12,10 +13,13 @@ import sys
 import pytest
 import torch
 
+from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.env import seed_all_rng
 
 from ltm_d2 import load_config
+from ltm_d2.config import add_ltm_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_tiny.yaml")
@@ -53,6 +57,16 @@ def build_tiny_model(*opts, seed=0, device="cpu"):
     return model
 
 
+def seeded_trainer(cfg):
+    """The Trainer of `cfg`, built as train_net.py builds it: after seeding every random generator
+    with cfg.SEED (Detectron2's default_setup), so that the run is the same at every test."""
+    from ltm_d2.engine import Trainer
+
+    assert cfg.SEED >= 0, "a test trains with a fixed seed: set SEED"
+    seed_all_rng(cfg.SEED)
+    return Trainer(cfg)
+
+
 def make_input(boxes, classes, size=(64, 64), seed=0):
     """One batched input: a random image of `size` (H, W) with the given XYXY boxes and classes."""
     g = torch.Generator().manual_seed(seed)
@@ -82,7 +96,26 @@ def detecting_model(meta_arch="LTM", *opts, device="cpu"):
     return model.eval()
 
 
+@functools.lru_cache(maxsize=None)
+def train_net_arguments():
+    return load_tool("train_net.py").argument_parser()
+
+
+def seed_of_run(config, args):
+    """The SEED of `train_net.py --config-file config *args` (-1: a new one at each run)."""
+    opts = train_net_arguments().parse_args(args).opts
+    cfg = get_cfg()  # the config alone: load_config would also register the datasets it names
+    add_ltm_config(cfg)
+    cfg.merge_from_file(config, allow_unsafe=False)
+    cfg.merge_from_list(opts)
+    return cfg.SEED
+
+
 def run(*args, script="train_net.py", config=TINY_CONFIG, expect_success=True, timeout=600):
+    """Run `script` with the config and arguments; every successful train_net.py run of a test
+    has a fixed seed, so that what it trains, and detects, is the same at every run."""
+    if script == "train_net.py" and expect_success:
+        assert seed_of_run(config, args) >= 0, f"{config} {args}: set SEED (a test trains seeded)"
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, script), "--config-file", config, *args],
         cwd=REPO,
