@@ -38,7 +38,7 @@ setup(
     description="Learning to Match Anchors for Visual Object Detection (LTM), a Detectron2 project",
     packages=find_packages(include=["ltm_d2", "ltm_d2.*"]),
     package_data={"ltm_d2.model_zoo": model_zoo_configs()},
-    python_requires=">=3.8",
+    python_requires=">=3.10",
     install_requires=[
         "numpy<2",
         "opencv-python<4.12",
