@@ -180,13 +180,20 @@ class Trainer(DefaultTrainer):
         if metadata.get("evaluator_type") == "pascal_voc":
             evaluator = VOCEvaluator(dataset_name, output_folder)
         else:
-            if metadata.get("json_file") is None:
-                # Converted once, under a file name that does not hold the dataset's name (a path
-                # for a user's dataset), before COCOEvaluator would convert it.
+            if metadata.get("json_file") is None or metadata.get("converted_json_file"):
+                # Converted by the main process before COCOEvaluator would convert it, under a
+                # file name that does not hold the dataset's name (a path for a user's dataset)
+                # and changes with the dataset's records (coco_json_file), so that ground truth
+                # is never stale; set again at each call, as the records may have changed.
                 if comm.is_main_process():
                     coco_json_file(dataset_name, output_folder)
                 comm.synchronize()
-                metadata.json_file = coco_json_file(dataset_name, output_folder)
+                json_file = coco_json_file(dataset_name, output_folder)
+                if metadata.get("json_file") != json_file:
+                    metadata.converted_json_file = True
+                    if metadata.get("json_file") is not None:
+                        del metadata.json_file  # Metadata refuses to overwrite a value
+                    metadata.json_file = json_file
             # AP over every detection the model may keep (COCO's own 100 unless the config raises
             # it).
             evaluator = COCOEvaluator(

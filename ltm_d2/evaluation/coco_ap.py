@@ -47,16 +47,34 @@ def load_detections(path: str) -> List[dict]:
     return detections
 
 
+def _records_digest(records: List[dict]) -> str:
+    """A hash of a dataset's records (their JSON text; arrays as lists)."""
+
+    def plain(value):
+        return value.tolist() if hasattr(value, "tolist") else str(value)
+
+    text = json.dumps(records, sort_keys=True, default=plain)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 def coco_json_file(dataset_name: str, cache_dir: str) -> str:
     """
-    A COCO annotation file of a registered dataset: its `json_file` when it has one, else its
-    records converted to COCO format in `cache_dir`, as COCOEvaluator does, under a file name
-    made from a hash of the dataset's name (a user's dataset is named by its path).
+    A COCO annotation file of a registered dataset: its own `json_file` when it has one, else its
+    records converted to COCO format in `cache_dir`, as COCOEvaluator does, under a file name made
+    from a hash of the dataset's name (a user's dataset is named by its path) and a hash of its
+    records. A dataset whose records changed (an edited CSV file) is thus converted again, never
+    read from an earlier conversion; unchanged records reuse the file. A `json_file` that
+    :meth:`Trainer.build_evaluator` set from such a conversion (metadata
+    `converted_json_file`) is not the dataset's own: it is converted again too.
     """
-    json_file = MetadataCatalog.get(dataset_name).get("json_file")
-    if json_file is None:
-        digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
-        json_file = os.path.join(cache_dir, f"ground_truth_{digest}_coco_format.json")
+    metadata = MetadataCatalog.get(dataset_name)
+    json_file = metadata.get("json_file")
+    if json_file is None or metadata.get("converted_json_file"):
+        name_digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
+        records_digest = _records_digest(DatasetCatalog.get(dataset_name))
+        json_file = os.path.join(
+            cache_dir, f"ground_truth_{name_digest}_{records_digest}_coco_format.json"
+        )
         convert_to_coco_json(dataset_name, json_file)
     return json_file
 

@@ -1,0 +1,84 @@
+"""The ground truth a dataset without an annotation file is evaluated against is converted from
+its records as they are now, never read from an earlier conversion of other records."""
+
+import csv
+import json
+
+import pytest
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from ltm_d2 import load_config
+from ltm_d2.evaluation.coco_ap import coco_json_file
+
+from support import TINY_CONFIG
+from support.user_data import make_images, write_csv
+
+
+def record(box):
+    return {
+        "file_name": "a.png",
+        "image_id": 1,
+        "height": 100,
+        "width": 100,
+        "annotations": [{"bbox": box, "bbox_mode": 0, "category_id": 0}],
+    }
+
+
+def register(name, box):
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: [record(box)])
+    MetadataCatalog.get(name).set(thing_classes=["thing"])
+
+
+def boxes_in(json_file):
+    return [a["bbox"] for a in json.load(open(json_file))["annotations"]]
+
+
+@pytest.fixture
+def name(request):
+    name = f"test_{request.node.name}"
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def test_changed_records_are_converted_again_into_the_same_folder(tmp_path, name):
+    register(name, [10, 10, 50, 50])
+    first = coco_json_file(name, str(tmp_path))
+    register(name, [20, 30, 60, 90])
+    second = coco_json_file(name, str(tmp_path))
+    assert second != first
+    assert boxes_in(first) == [[10, 10, 40, 40]] and boxes_in(second) == [[20, 30, 40, 60]]
+
+
+def test_unchanged_records_reuse_their_conversion(tmp_path, name):
+    register(name, [10, 10, 50, 50])
+    first = coco_json_file(name, str(tmp_path))
+    register(name, [10, 10, 50, 50])
+    assert coco_json_file(name, str(tmp_path)) == first
+
+
+def test_an_edited_csv_test_set_is_evaluated_against_its_new_boxes(tmp_path):
+    from ltm_d2.engine import Trainer
+
+    path = write_csv(str(tmp_path), make_images(2, seed=0))
+    dataset = f"csv:{path}"
+    cfg = load_config(
+        TINY_CONFIG,
+        ["MODEL.RETINANET.NUM_CLASSES", "0", "DATASETS.TRAIN", f"('{dataset}',)"],
+    )
+    output = str(tmp_path / "inference")
+    before = Trainer.build_evaluator(cfg, dataset, output)._coco_api
+    rows = list(csv.reader(open(path)))
+    x1, y1, x2, y2 = (int(v) for v in rows[0][1:5])
+    rows[0][1:5] = [x1 + 1, y1 + 1, x2 - 1, y2 - 1]  # the user moves a box and drops another
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows[:-1])
+    after = Trainer.build_evaluator(cfg, dataset, output)._coco_api
+    assert len(after.getAnnIds()) == len(before.getAnnIds()) - 1 == len(rows) - 1
+    first = after.loadAnns(after.getAnnIds(imgIds=[after.getImgIds()[0]]))[0]["bbox"]
+    assert first == [x1 + 1, y1 + 1, x2 - x1 - 2, y2 - y1 - 2]
+    assert MetadataCatalog.get(dataset).json_file.startswith(output)
