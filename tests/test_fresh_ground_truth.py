@@ -5,10 +5,13 @@ import csv
 import json
 
 import pytest
+import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Boxes, Instances
 
 from ltm_d2 import load_config
+from ltm_d2.evaluation import VOCEvaluator
 from ltm_d2.evaluation.coco_ap import coco_json_file
 
 from support import TINY_CONFIG
@@ -82,3 +85,22 @@ def test_an_edited_csv_test_set_is_evaluated_against_its_new_boxes(tmp_path):
     first = after.loadAnns(after.getAnnIds(imgIds=[after.getImgIds()[0]]))[0]["bbox"]
     assert first == [x1 + 1, y1 + 1, x2 - x1 - 2, y2 - y1 - 2]
     assert MetadataCatalog.get(dataset).json_file.startswith(output)
+
+
+def voc_ap50(name, folder, box):
+    """VOC AP50 of one detection at XYXY `box` on the dataset `name`, evaluated into `folder`."""
+    evaluator = VOCEvaluator(name, folder)
+    evaluator.reset()
+    instances = Instances((100, 100))
+    instances.pred_boxes = Boxes(torch.tensor([box], dtype=torch.float32))
+    instances.pred_classes = torch.tensor([0])
+    instances.scores = torch.tensor([0.9])
+    evaluator.process(DatasetCatalog.get(name), [{"instances": instances}])
+    return evaluator.evaluate()["bbox"]["AP50"]
+
+
+def test_voc_ground_truth_of_changed_records_is_read_again_in_the_same_process(tmp_path, name):
+    register(name, [10, 10, 50, 50])
+    assert voc_ap50(name, str(tmp_path), [10, 10, 50, 50]) == 100.0
+    register(name, [50, 50, 90, 90])  # the box moved: the same detection now misses it
+    assert voc_ap50(name, str(tmp_path), [10, 10, 50, 50]) == 0.0

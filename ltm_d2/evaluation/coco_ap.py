@@ -47,7 +47,7 @@ def load_detections(path: str) -> List[dict]:
     return detections
 
 
-def _records_digest(records: List[dict]) -> str:
+def records_digest(records: List[dict]) -> str:
     """A hash of a dataset's records (their JSON text; arrays as lists)."""
 
     def plain(value):
@@ -71,9 +71,9 @@ def coco_json_file(dataset_name: str, cache_dir: str) -> str:
     json_file = metadata.get("json_file")
     if json_file is None or metadata.get("converted_json_file"):
         name_digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
-        records_digest = _records_digest(DatasetCatalog.get(dataset_name))
+        content_digest = records_digest(DatasetCatalog.get(dataset_name))
         json_file = os.path.join(
-            cache_dir, f"ground_truth_{name_digest}_{records_digest}_coco_format.json"
+            cache_dir, f"ground_truth_{name_digest}_{content_digest}_coco_format.json"
         )
         convert_to_coco_json(dataset_name, json_file)
     return json_file

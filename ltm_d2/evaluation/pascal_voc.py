@@ -13,6 +13,8 @@ from detectron2.evaluation import PascalVOCDetectionEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
+from .coco_ap import records_digest
+
 
 def write_voc_annotations(records: List[dict], classes: List[str], folder: str) -> None:
     """
@@ -53,10 +55,11 @@ class VOCEvaluator(PascalVOCDetectionEvaluator):
         self._class_names = MetadataCatalog.get(dataset_name).thing_classes
         self._is_2007 = use_07_metric
         self._cpu_device = torch.device("cpu")
-        # Detectron2 caches the files it parsed by path: one folder per dataset.
-        digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
-        folder = os.path.join(output_dir, f"voc_ground_truth_{digest}")
+        # Detectron2 caches the files it parsed by path (voc_eval's parse_rec): one folder per
+        # dataset and version of its records, so that edited data is never read from that cache.
         records = DatasetCatalog.get(dataset_name)
+        digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
+        folder = os.path.join(output_dir, f"voc_ground_truth_{digest}_{records_digest(records)}")
         if comm.is_main_process():
             write_voc_annotations(records, self._class_names, folder)
         comm.synchronize()
