@@ -8,11 +8,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import SizeMismatchError
+from detectron2.utils.file_io import PathManager
+
+from .validation import check_image_mode
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,9 @@ class SkippingDatasetMapper(DatasetMapper):
     Detectron2's training :class:`DatasetMapper`, which skips an image it cannot use instead of
     ending the run: a missing, truncated or undecodable file, or one whose size differs from the
     dataset's. The image is marked in `skipped` and logged the first time; the mapper returns
-    None, on which Detectron2's `MapDataset` maps another image, so batches stay full.
+    None, on which Detectron2's `MapDataset` maps another image, so batches stay full. An image
+    of 16-bit or floating-point pixels, which Detectron2 would read clipped to 0..255, stops the
+    run instead with a DatasetError naming it (validation.check_image_mode).
 
     A record with a "tile" [x1, y1, x2, y2] (data/tiling.py) is of that window of its image: the
     image read is cropped to it before the augmentations, and checked against the record's
@@ -62,9 +68,22 @@ class SkippingDatasetMapper(DatasetMapper):
     def __init__(self, cfg, skipped: SkippedImages):
         super().__init__(cfg, is_train=True)
         self.skipped = skipped
+        self._modes_checked = set()
+
+    def _check_mode(self, dataset_dict) -> None:
+        """A DatasetError for an image not of 8 bits per channel (validation.check_image_mode),
+        which Detectron2 would read clipped; each file is checked once (by its header)."""
+        file_name = dataset_dict["file_name"]
+        if file_name in self._modes_checked:
+            return
+        with PathManager.open(file_name, "rb") as f, Image.open(f) as image:
+            mode = image.mode
+        check_image_mode(mode, file_name, f"image id {dataset_dict.get('image_id')}")
+        self._modes_checked.add(file_name)
 
     def __call__(self, dataset_dict):
         try:
+            self._check_mode(dataset_dict)
             if "tile" in dataset_dict:
                 return self._map_tile(dataset_dict)
             return super().__call__(dataset_dict)

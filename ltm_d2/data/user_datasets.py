@@ -33,7 +33,14 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
-from .validation import DatasetError, check_boxes, raise_if_any, read_coco_json, validate_coco_json
+from .validation import (
+    DatasetError,
+    check_boxes,
+    check_image_mode,
+    raise_if_any,
+    read_coco_json,
+    validate_coco_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +82,26 @@ class Loaded(NamedTuple):
 
 
 def _image_size(path: str, where: str) -> Tuple[int, int]:
-    """(height, width) from the image file's header."""
+    """(height, width) from the image file's header; a DatasetError for an image that is not of
+    8 bits per channel (:func:`.validation.check_image_mode`)."""
     try:
         with Image.open(path) as image:
             width, height = image.size
+            check_image_mode(image.mode, path, where)
     except (OSError, SyntaxError) as e:
         raise DatasetError(f"{where}: cannot read image {path}: {e}") from e
     return height, width
+
+
+def _check_mode(path: str, where: str) -> None:
+    """A DatasetError for an image not of 8 bits per channel (:func:`.validation.check_image_mode`);
+    an image that cannot be read is left to the training mapper, which skips it."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+    except (OSError, SyntaxError):
+        return
+    check_image_mode(mode, path, where)
 
 
 def _check_record_boxes(source: str, records: List[dict], places: List[List[str]]) -> None:
@@ -249,6 +269,8 @@ def load_voc(spec: DatasetSpec) -> Loaded:
         }
         if record["height"] <= 0 or record["width"] <= 0:
             record["height"], record["width"] = _image_size(record["file_name"], xml_file)
+        else:
+            _check_mode(record["file_name"], xml_file)
         record_names, record_places = [], []
         for number, obj in enumerate(tree.findall("object"), start=1):
             where = f"{xml_file}, object {number}"

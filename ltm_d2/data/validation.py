@@ -37,6 +37,23 @@ class DatasetError(UserError, ValueError):
     """A dataset that must not be trained on; the message lists what is wrong with it."""
 
 
+def check_image_mode(mode: str, path: str, where: str) -> None:
+    """
+    Raise a DatasetError for an image whose PIL `mode` is not of 8 bits per channel: 16-bit or
+    32-bit integer ("I;16", "I;16B", "I", ...) or floating-point ("F") pixels. Detectron2's
+    `read_image` converts such an image to 8-bit RGB by clipping each value to 0..255, which
+    makes a 16-bit image nearly all white and a float image in 0..1 all black, silently.
+    """
+    if mode in ("I", "F") or mode.startswith(("I;", "F;")):
+        kind = "floating-point" if mode.startswith("F") else "16- or 32-bit integer"
+        raise DatasetError(
+            f"{where}: image {path} has {kind} pixels (PIL mode {mode}), which Detectron2 reads "
+            "clipped to 0..255 (a 16-bit image mostly white, a float image in 0..1 black)"
+            "; expected 8 bits per channel: convert the image to 8 bits, scaling its "
+            "values to 0..255 by the range that matters to you"
+        )
+
+
 @dataclass(frozen=True)
 class DatasetSummary:
     """What :func:`validate_coco_json` found in a valid annotation file."""
