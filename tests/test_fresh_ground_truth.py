@@ -104,3 +104,29 @@ def test_voc_ground_truth_of_changed_records_is_read_again_in_the_same_process(t
     assert voc_ap50(name, str(tmp_path), [10, 10, 50, 50]) == 100.0
     register(name, [50, 50, 90, 90])  # the box moved: the same detection now misses it
     assert voc_ap50(name, str(tmp_path), [10, 10, 50, 50]) == 0.0
+
+
+def test_eval_only_after_editing_the_test_csv_scores_against_the_edited_boxes(tmp_path):
+    from support import run
+    from support.user_data import CLASSES
+
+    train = write_csv(str(tmp_path / "data"), make_images(4, seed=0), "train")
+    val = write_csv(str(tmp_path / "data"), make_images(2, seed=1), "val")
+    out = tmp_path / "run"
+    data = ["DATASETS.TRAIN", f'("csv:{train}",)', "DATASETS.TEST", f'("csv:{val}",)']
+    run(*data, "MODEL.RETINANET.NUM_CLASSES", "0", "OUTPUT_DIR", str(out))
+    rows = list(csv.reader(open(val)))
+    with open(val, "w", newline="") as f:  # the user drops the objects of one class
+        csv.writer(f).writerows([r for r in rows if r[5] != CLASSES[0]] or rows[:1])
+    log = run(
+        "--eval-only",
+        "MODEL.WEIGHTS",
+        str(out / "model_final.pth"),
+        "OUTPUT_DIR",
+        str(out),
+        config=str(out / "config.yaml"),
+    )
+    assert "Using previously cached" not in log
+    written = sorted((out / "inference").glob("ground_truth_*_coco_format.json"))
+    counts = sorted(len(json.load(open(p))["annotations"]) for p in written)
+    assert counts == sorted({len(rows), len([r for r in rows if r[5] != CLASSES[0]]) or 1})

@@ -75,7 +75,8 @@ def coco_json_file(dataset_name: str, cache_dir: str) -> str:
         json_file = os.path.join(
             cache_dir, f"ground_truth_{name_digest}_{content_digest}_coco_format.json"
         )
-        convert_to_coco_json(dataset_name, json_file)
+        if not os.path.exists(json_file):  # written whole (a temporary file moved into place)
+            convert_to_coco_json(dataset_name, json_file)
     return json_file
 
 
