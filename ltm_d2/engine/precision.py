@@ -27,7 +27,8 @@ def cpu_capability() -> str:
     """The CPU's vector capability as PyTorch uses it ("AVX2", "AVX512", ...), with ", AMX" where
     oneDNN may use AMX tiles: what a CPU speed figure depends on."""
     capability = torch.backends.cpu.get_cpu_capability()
-    if cpu_has_native_bfloat16() and torch.cpu._is_amx_tile_supported():
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # torch >= 2.2
+    if cpu_has_native_bfloat16() and amx():
         capability += ", AMX"
     return capability
 
