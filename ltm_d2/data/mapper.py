@@ -8,15 +8,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import SizeMismatchError
-from detectron2.utils.file_io import PathManager
 
-from .validation import check_image_mode
+from .validation import check_image_file_mode
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +69,12 @@ class SkippingDatasetMapper(DatasetMapper):
         self._modes_checked = set()
 
     def _check_mode(self, dataset_dict) -> None:
-        """A DatasetError for an image not of 8 bits per channel (validation.check_image_mode),
+        """A DatasetError for an image not of 8 bits per channel (validation.check_image_file_mode),
         which Detectron2 would read clipped; each file is checked once (by its header)."""
         file_name = dataset_dict["file_name"]
         if file_name in self._modes_checked:
             return
-        with PathManager.open(file_name, "rb") as f, Image.open(f) as image:
-            mode = image.mode
-        check_image_mode(mode, file_name, f"image id {dataset_dict.get('image_id')}")
+        check_image_file_mode(file_name, f"image id {dataset_dict.get('image_id')}")
         self._modes_checked.add(file_name)
 
     def __call__(self, dataset_dict):

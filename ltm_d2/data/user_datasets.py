@@ -36,6 +36,7 @@ from detectron2.structures import BoxMode
 from .validation import (
     DatasetError,
     check_boxes,
+    check_image_file_mode,
     check_image_mode,
     raise_if_any,
     read_coco_json,
@@ -97,11 +98,9 @@ def _check_mode(path: str, where: str) -> None:
     """A DatasetError for an image not of 8 bits per channel (:func:`.validation.check_image_mode`);
     an image that cannot be read is left to the training mapper, which skips it."""
     try:
-        with Image.open(path) as image:
-            mode = image.mode
+        check_image_file_mode(path, where)
     except (OSError, SyntaxError):
-        return
-    check_image_mode(mode, path, where)
+        pass
 
 
 def _check_record_boxes(source: str, records: List[dict], places: List[List[str]]) -> None:

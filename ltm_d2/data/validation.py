@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
@@ -52,6 +53,14 @@ def check_image_mode(mode: str, path: str, where: str) -> None:
             "; expected 8 bits per channel: convert the image to 8 bits, scaling its "
             "values to 0..255 by the range that matters to you"
         )
+
+
+def check_image_file_mode(path: str, where: str) -> None:
+    """:func:`check_image_mode` of the image file at `path`, from its header; OSError (or PIL's
+    SyntaxError) where the file cannot be opened as an image."""
+    with PathManager.open(path, "rb") as f, Image.open(f) as image:
+        mode = image.mode
+    check_image_mode(mode, path, where)
 
 
 @dataclass(frozen=True)

@@ -185,10 +185,11 @@ class Trainer(DefaultTrainer):
                 # file name that does not hold the dataset's name (a path for a user's dataset)
                 # and changes with the dataset's records (coco_json_file), so that ground truth
                 # is never stale; set again at each call, as the records may have changed.
+                json_file = None
                 if comm.is_main_process():
-                    coco_json_file(dataset_name, output_folder)
+                    json_file = coco_json_file(dataset_name, output_folder)
                 comm.synchronize()
-                json_file = coco_json_file(dataset_name, output_folder)
+                json_file = json_file or coco_json_file(dataset_name, output_folder)
                 if metadata.get("json_file") != json_file:
                     metadata.converted_json_file = True
                     if metadata.get("json_file") is not None:

@@ -57,6 +57,13 @@ def records_digest(records: List[dict]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def ground_truth_key(dataset_name: str, records: List[dict]) -> str:
+    """Names a conversion of a dataset's ground truth: a hash of its name (a user's dataset is
+    named by its path) and of its records, so that edited data is converted again."""
+    name_digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
+    return f"{name_digest}_{records_digest(records)}"
+
+
 def coco_json_file(dataset_name: str, cache_dir: str) -> str:
     """
     A COCO annotation file of a registered dataset: its own `json_file` when it has one, else its
@@ -70,11 +77,8 @@ def coco_json_file(dataset_name: str, cache_dir: str) -> str:
     metadata = MetadataCatalog.get(dataset_name)
     json_file = metadata.get("json_file")
     if json_file is None or metadata.get("converted_json_file"):
-        name_digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
-        content_digest = records_digest(DatasetCatalog.get(dataset_name))
-        json_file = os.path.join(
-            cache_dir, f"ground_truth_{name_digest}_{content_digest}_coco_format.json"
-        )
+        key = ground_truth_key(dataset_name, DatasetCatalog.get(dataset_name))
+        json_file = os.path.join(cache_dir, f"ground_truth_{key}_coco_format.json")
         if not os.path.exists(json_file):  # written whole (a temporary file moved into place)
             convert_to_coco_json(dataset_name, json_file)
     return json_file

@@ -1,6 +1,5 @@
 """Pascal VOC mAP of any registered detection dataset, with Detectron2's VOC evaluator."""
 
-import hashlib
 import logging
 import os
 import xml.etree.ElementTree as ET
@@ -13,7 +12,7 @@ from detectron2.evaluation import PascalVOCDetectionEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from .coco_ap import records_digest
+from .coco_ap import ground_truth_key
 
 
 def write_voc_annotations(records: List[dict], classes: List[str], folder: str) -> None:
@@ -58,8 +57,8 @@ class VOCEvaluator(PascalVOCDetectionEvaluator):
         # Detectron2 caches the files it parsed by path (voc_eval's parse_rec): one folder per
         # dataset and version of its records, so that edited data is never read from that cache.
         records = DatasetCatalog.get(dataset_name)
-        digest = hashlib.sha1(dataset_name.encode()).hexdigest()[:10]
-        folder = os.path.join(output_dir, f"voc_ground_truth_{digest}_{records_digest(records)}")
+        key = ground_truth_key(dataset_name, records)
+        folder = os.path.join(output_dir, f"voc_ground_truth_{key}")
         if comm.is_main_process():
             write_voc_annotations(records, self._class_names, folder)
         comm.synchronize()
