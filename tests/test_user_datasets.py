@@ -1,5 +1,6 @@
 """A user's dataset named by format and path: read, classes from the data, clear errors."""
 
+import json
 import os
 import xml.etree.ElementTree as ET
 
@@ -168,7 +169,7 @@ def test_boxes_outside_the_image_are_refused_naming_the_object(tmp_path, images)
     xml = voc_xml("train001.png", (96, 128), [(200, 10, 240, 40, "disc")])
     ET.ElementTree(xml).write(os.path.join(folder, "train001.xml"))
     with pytest.raises(
-        DatasetError, match=r"train001.xml, object 1: bbox .* lies entirely outside its 128 x 96"
+        DatasetError, match=r"train001.xml, object 1: <bndbox> .* lies entirely outside its 128 x 96"
     ):
         load_dataset(f"voc:{folder}")
 
@@ -257,3 +258,133 @@ def test_coco_ap_counts_every_detection_a_crowded_config_keeps(tmp_path, images)
     cfg = cfg_for([f"csv:{path}"], [f"csv:{path}"], "TEST.DETECTIONS_PER_IMAGE", "500")
     evaluator = Trainer.build_evaluator(cfg, f"csv:{path}", str(tmp_path / "inference"))
     assert evaluator._max_dets_per_image == [1, 10, 500]
+
+
+def test_two_spellings_of_one_image_path_are_one_record_with_all_its_boxes(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    rows = open(path).read().splitlines()
+    rows[1] = "./" + rows[1]  # the second box of train000.png
+    open(path, "w").write("\n".join(rows) + "\n")
+    records = load_dataset(f"csv:{path}").records
+    assert len(records) == 4
+    assert [len(r["annotations"]) for r in records] == [3, 3, 3, 3]
+
+
+def test_a_header_row_is_recognised_by_its_fields_not_being_numbers(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    rows = open(path).read()
+    open(path, "w").write("image,left,top,right,bottom,class\n" + rows)
+    assert len(load_dataset(f"csv:{path}").records) == 4
+
+
+def test_a_reversed_csv_box_is_reported_with_the_rows_own_corners(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    with open(path, "a") as f:
+        f.write("images/train000.png,70,20,20,60,disc\n")
+    with pytest.raises(
+        DatasetError,
+        match=r"line 13: box x1,y1,x2,y2 70,20,20,60 has x2 < x1, expected x1 <= x2, y1 <= y2",
+    ):
+        load_dataset(f"csv:{path}")
+
+
+@pytest.mark.parametrize(
+    "encoding, error",
+    [
+        ("utf-16", r"train.csv: UTF-16 text, expected UTF-8"),
+        ("latin-1", r"train.csv, line 13: byte 0xe9 is not UTF-8 text .*expected UTF-8"),
+    ],
+)
+def test_a_csv_file_in_another_encoding_is_refused_naming_the_encoding_expected(
+    tmp_path, images, encoding, error
+):
+    path = write_csv(str(tmp_path), images)
+    text = open(path).read() + "images/train000.png,1,1,10,10,caf\u00e9\n"
+    open(path, "w", encoding=encoding).write(text)
+    with pytest.raises(DatasetError, match=error):
+        load_dataset(f"csv:{path}")
+
+
+def test_a_dataset_without_any_object_is_refused_as_having_no_classes(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    open(path, "w").write("".join(f"images/train{i:03d}.png,,,,,\n" for i in range(4)))
+    with pytest.raises(DatasetError, match=r"train.csv: not one object in its 4 images"):
+        cfg_for([f"csv:{path}"])
+
+
+def test_class_names_differing_only_in_case_are_warned_about(tmp_path, images, caplog):
+    path = write_csv(str(tmp_path), images)
+    with open(path, "a") as f:
+        f.write("images/train000.png,1,1,10,10,Disc\n")
+    cfg = cfg_for([f"csv:{path}"])
+    assert list(cfg.DATASETS.CLASS_NAMES) == ["Disc", "disc", "rectangle"]
+    assert "class names ['Disc', 'disc'] differ only in case" in caplog.text
+
+
+def test_voc_xml_files_in_subfolders_are_read(tmp_path, images):
+    folder = write_voc(str(tmp_path), images)
+    os.makedirs(os.path.join(folder, "site_b"))
+    for name in ("train002", "train003"):
+        for ext in (".xml", ".png"):
+            os.rename(
+                os.path.join(folder, name + ext), os.path.join(folder, "site_b", name + ext)
+            )
+    records = load_dataset(f"voc:{folder}").records
+    assert sorted(os.path.relpath(r["file_name"], folder) for r in records) == [
+        "site_b/train002.png",
+        "site_b/train003.png",
+        "train000.png",
+        "train001.png",
+    ]
+
+
+def test_a_voc_filename_naming_another_image_than_the_xmls_own_is_refused(tmp_path, images):
+    folder = write_voc(str(tmp_path), images)
+    xml = voc_xml("train000.png", (96, 128), [(2, 2, 20, 20, "disc")])
+    ET.ElementTree(xml).write(os.path.join(folder, "train001.xml"))
+    with pytest.raises(
+        DatasetError, match=r"train001.xml: <filename> names image .*train000.png, but .*train001"
+    ):
+        load_dataset(f"voc:{folder}")
+
+
+def test_two_voc_files_annotating_one_image_are_refused_naming_both(tmp_path, images):
+    folder = write_voc(str(tmp_path), images)
+    os.remove(os.path.join(folder, "train001.png"))
+    xml = voc_xml("train000.png", (96, 128), [(2, 2, 20, 20, "disc")])
+    ET.ElementTree(xml).write(os.path.join(folder, "train001.xml"))
+    with pytest.raises(
+        DatasetError, match=r"train001.xml: annotates image .*train000.png, as .*train000.xml does"
+    ):
+        load_dataset(f"voc:{folder}")
+
+
+def test_a_voc_size_that_disagrees_with_the_image_is_refused_naming_both(tmp_path, images):
+    folder = write_voc(str(tmp_path), images)
+    xml = voc_xml("train002.png", (90, 128), [(2, 2, 20, 20, "disc")])
+    ET.ElementTree(xml).write(os.path.join(folder, "train002.xml"))
+    with pytest.raises(
+        DatasetError,
+        match=r"train002.xml: <size> is 128 x 90 .*train002.png is 128 x 96 as Detectron2 reads",
+    ):
+        load_dataset(f"voc:{folder}")
+
+
+def test_coco_images_sharing_a_file_are_refused(tmp_path, images):
+    path = write_coco(str(tmp_path), images)
+    coco = json.load(open(path))
+    coco["images"][1]["file_name"] = "./" + coco["images"][0]["file_name"]
+    json.dump(coco, open(path, "w"))
+    with pytest.raises(
+        DatasetError, match=r"image id 2: file_name './images/train000.png' is also image id 1's"
+    ):
+        load_dataset(f"coco:{path}")
+
+
+def test_coco_categories_sharing_a_name_are_refused(tmp_path, images):
+    path = write_coco(str(tmp_path), images)
+    coco = json.load(open(path))
+    coco["categories"][1]["name"] = coco["categories"][0]["name"]
+    json.dump(coco, open(path, "w"))
+    with pytest.raises(DatasetError, match=r"category ids 1 and 2: both named 'rectangle'"):
+        load_dataset(f"coco:{path}")

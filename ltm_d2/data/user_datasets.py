@@ -22,12 +22,11 @@ set decides them and the test sets must agree (see :func:`register_config_datase
 import csv
 import functools
 import glob
+import io
 import logging
 import os
 import xml.etree.ElementTree as ET
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
-
-from PIL import Image
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
@@ -36,11 +35,11 @@ from detectron2.structures import BoxMode
 from .validation import (
     DatasetError,
     check_boxes,
-    check_image_file_mode,
-    check_image_mode,
+    checked_image_header,
     raise_if_any,
     read_coco_json,
     validate_coco_json,
+    warn_of_names_differing_in_case,
 )
 
 logger = logging.getLogger(__name__)
@@ -82,39 +81,22 @@ class Loaded(NamedTuple):
     first_place: Dict[str, str]
 
 
-def _image_size(path: str, where: str) -> Tuple[int, int]:
-    """(height, width) from the image file's header; a DatasetError for an image that is not of
-    8 bits per channel (:func:`.validation.check_image_mode`)."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            check_image_mode(image.mode, path, where)
-    except (OSError, SyntaxError) as e:
-        raise DatasetError(f"{where}: cannot read image {path}: {e}") from e
-    return height, width
-
-
-def _check_mode(path: str, where: str) -> None:
-    """A DatasetError for an image not of 8 bits per channel (:func:`.validation.check_image_mode`);
-    an image that cannot be read is left to the training mapper, which skips it."""
-    try:
-        check_image_file_mode(path, where)
-    except (OSError, SyntaxError):
-        pass
-
-
-def _check_record_boxes(source: str, records: List[dict], places: List[List[str]]) -> None:
+def _check_record_boxes(
+    source: str, records: List[dict], places: List[List[str]], written: List[List[str]]
+) -> None:
     """The project's box checks (validation.check_boxes) on XYXY records; `places[i][j]` names
-    annotation j of record i. Raises a DatasetError listing every bad box."""
-    boxes, sizes, where = [], [], []
-    for record, names in zip(records, places):
-        for annotation, place in zip(record["annotations"], names):
+    annotation j of record i and `written[i][j]` is its box as the file writes it. Raises a
+    DatasetError listing every bad box."""
+    boxes, sizes, where, shown = [], [], [], []
+    for record, names, texts in zip(records, places, written):
+        for annotation, place, text in zip(record["annotations"], names, texts):
             x1, y1, x2, y2 = annotation["bbox"]
             boxes.append([x1, y1, x2 - x1, y2 - y1])
             sizes.append([record["width"], record["height"]])
             where.append(place)
+            shown.append(text)
     problems: List[str] = []
-    _, empty = check_boxes(boxes, sizes, where, problems)
+    _, empty = check_boxes(boxes, sizes, where, problems, written=shown)
     raise_if_any(source, problems)
     if empty:
         logger.warning(f"{source}: {len(empty)} box(es) of zero width or height, not trained on")
@@ -135,78 +117,117 @@ def _with_classes(records: List[dict], names: List[List[str]], places: List[List
     return Loaded(records, classes, first_place)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_text(csv_file: str) -> str:
+    """The CSV file's text, which must be UTF-8 (a byte-order mark is allowed): a DatasetError
+    names the file, the line and the encoding expected otherwise."""
+    with open(csv_file, "rb") as f:
+        data = f.read()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DatasetError(
+            f"{csv_file}: UTF-16 text, expected UTF-8: save it as UTF-8 (in Excel: Save As "
+            "'CSV UTF-8'; in Python: open(..., 'w', encoding='utf-8'))"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{csv_file}, line {line}: byte {data[e.start]:#04x} is not UTF-8 text (a Latin-1 or "
+            "Windows-1252 file?), expected UTF-8: save it as UTF-8 (in Excel: Save As 'CSV UTF-8')"
+        ) from None
+
+
 def load_csv(csv_file: str) -> Loaded:
-    """Rows `image_path,x1,y1,x2,y2,class_name` (keras-retinanet's format; a header row naming
-    the columns is allowed); an image without boxes is a row with the five box fields empty."""
+    """Rows `image_path,x1,y1,x2,y2,class_name` (keras-retinanet's format; a first row whose box
+    fields are not numbers is a header naming the columns); an image without boxes is a row with
+    the five box fields empty. Spellings of one image's path (`a.png`, `./a.png`) are one image."""
     if not os.path.isfile(csv_file):
         raise DatasetError(f"{csv_file}: the CSV file does not exist")
     root = os.path.dirname(csv_file)
     by_image: Dict[str, dict] = {}
     names: Dict[str, List[str]] = {}
     places: Dict[str, List[str]] = {}
-    with open(csv_file, newline="", encoding="utf-8-sig") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            where = f"{csv_file}, line {line}"
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != 6:
-                raise DatasetError(
-                    f"{where}: {len(row)} field(s), expected 6: image_path,x1,y1,x2,y2,class_name"
-                )
-            path, *coordinates, name = (field.strip() for field in row)
-            if line == 1 and coordinates[0].lower() in ("x1", "xmin"):
-                continue  # a header
-            if path not in by_image:
-                file_name = os.path.join(root, path)
-                if not os.path.isfile(file_name):
-                    raise DatasetError(f"{where}: image {file_name} does not exist")
-                height, width = _image_size(file_name, where)
-                by_image[path] = {
-                    "file_name": file_name,
-                    "image_id": len(by_image),
-                    "height": height,
-                    "width": width,
-                    "annotations": [],
-                }
-                names[path], places[path] = [], []
-            if not any(coordinates) and not name:
-                continue
-            try:
-                box = [float(c) for c in coordinates]
-            except ValueError:
-                raise DatasetError(
-                    f"{where}: box {','.join(coordinates)}, expected four numbers x1,y1,x2,y2"
-                ) from None
-            if not name:
-                raise DatasetError(f"{where}: no class name, expected one in the sixth field")
-            by_image[path]["annotations"].append({"bbox": box, "bbox_mode": BoxMode.XYXY_ABS})
-            names[path].append(name)
-            places[path].append(where)
+    written: Dict[str, List[str]] = {}
+    reader = csv.reader(io.StringIO(_csv_text(csv_file), newline=""))
+    for line, row in enumerate(reader, start=1):
+        where = f"{csv_file}, line {line}"
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != 6:
+            raise DatasetError(
+                f"{where}: {len(row)} field(s), expected 6: image_path,x1,y1,x2,y2,class_name"
+            )
+        path, *coordinates, name = (field.strip() for field in row)
+        if line == 1 and all(coordinates) and not any(map(_is_number, coordinates)):
+            continue  # a header
+        key = os.path.normpath(path)
+        if key not in by_image:
+            file_name = os.path.join(root, key)
+            if not os.path.isfile(file_name):
+                raise DatasetError(f"{where}: image {file_name} does not exist")
+            header = checked_image_header(file_name, where)
+            by_image[key] = {
+                "file_name": file_name,
+                "image_id": len(by_image),
+                "height": header.height,
+                "width": header.width,
+                "annotations": [],
+            }
+            names[key], places[key], written[key] = [], [], []
+        if not any(coordinates) and not name:
+            continue
+        try:
+            box = [float(c) for c in coordinates]
+        except ValueError:
+            raise DatasetError(
+                f"{where}: box {','.join(coordinates)}, expected four numbers x1,y1,x2,y2"
+            ) from None
+        if not name:
+            raise DatasetError(f"{where}: no class name, expected one in the sixth field")
+        by_image[key]["annotations"].append({"bbox": box, "bbox_mode": BoxMode.XYXY_ABS})
+        names[key].append(name)
+        places[key].append(where)
+        written[key].append(f"box x1,y1,x2,y2 {','.join(coordinates)}")
     records = list(by_image.values())
-    _check_record_boxes(csv_file, records, list(places.values()))
+    _check_record_boxes(csv_file, records, list(places.values()), list(written.values()))
     return _with_classes(records, list(names.values()), list(places.values()))
 
 
-def _voc_layout(spec: DatasetSpec) -> Tuple[List[str], Optional[str]]:
-    """The XML files of a VOC dataset and the folder of its images (None: beside each XML or
-    named by it)."""
+class VOCLayout(NamedTuple):
+    """Where a VOC dataset's files are."""
+
+    xml_files: List[str]
+    xml_root: str  # the folder of the XML files, subfolders included
+    image_root: Optional[str]  # the images' folder, with the XMLs' subfolders; None: beside them
+
+
+def _voc_layout(spec: DatasetSpec) -> VOCLayout:
+    """The XML files of a VOC dataset (in subfolders too) and the folder of its images."""
     root = spec.path
     if not os.path.isdir(root):
         raise DatasetError(f"{root}: the Pascal VOC folder does not exist")
     annotations = os.path.join(root, "Annotations")
-    if os.path.isdir(annotations):  # the VOC layout
-        images = os.path.join(root, "JPEGImages")
-        if spec.second is None:
-            return sorted(glob.glob(os.path.join(annotations, "*.xml"))), images
-        split_file = os.path.join(root, "ImageSets", "Main", spec.second + ".txt")
-        if not os.path.isfile(split_file):
-            raise DatasetError(
-                f"{split_file}: the split file of split {spec.second!r} does not exist"
-            )
-        with open(split_file, encoding="utf-8") as f:
-            ids = [line.split()[0] for line in f if line.strip()]
-        return [os.path.join(annotations, i + ".xml") for i in ids], images
-    return sorted(glob.glob(os.path.join(root, "*.xml"))), spec.second
+    if not os.path.isdir(annotations):  # a folder of XML files
+        xml_files = glob.glob(os.path.join(root, "**", "*.xml"), recursive=True)
+        return VOCLayout(sorted(xml_files), root, spec.second)
+    images = os.path.join(root, "JPEGImages")
+    if spec.second is None:
+        xml_files = glob.glob(os.path.join(annotations, "**", "*.xml"), recursive=True)
+        return VOCLayout(sorted(xml_files), annotations, images)
+    split_file = os.path.join(root, "ImageSets", "Main", spec.second + ".txt")
+    if not os.path.isfile(split_file):
+        raise DatasetError(f"{split_file}: the split file of split {spec.second!r} does not exist")
+    with open(split_file, encoding="utf-8") as f:
+        ids = [line.split()[0] for line in f if line.strip()]
+    return VOCLayout([os.path.join(annotations, i + ".xml") for i in ids], annotations, images)
 
 
 def _xml_number(element, tag: str, where: str) -> float:
@@ -218,80 +239,127 @@ def _xml_number(element, tag: str, where: str) -> float:
         raise DatasetError(f"{where}: <{tag}> is {found}, expected a number") from None
 
 
-def _voc_image(xml_file: str, tree: ET.ElementTree, image_dir: Optional[str]) -> str:
-    """The image of an annotation file: <filename> in the image folder (default: the XML's
-    folder), else a file with the XML's name and an image extension."""
-    folder = image_dir or os.path.dirname(xml_file)
+def _voc_image(xml_file: str, tree: ET.ElementTree, layout: VOCLayout) -> str:
+    """
+    The image of an annotation file, in the image folder (default: the XML's folder; with the
+    XML's subfolder): the file <filename> names, else one with the XML's name and an image
+    extension. Where <filename> names another image than the one of the XML's name beside it,
+    which of the two the boxes are of is not known: a DatasetError; where only the named one
+    exists, a warning names both.
+    """
+    subfolder = os.path.relpath(os.path.dirname(xml_file), layout.xml_root)
+    folder = os.path.normpath(
+        os.path.join(layout.image_root, subfolder)
+        if layout.image_root
+        else os.path.dirname(xml_file)
+    )
     named = (tree.findtext("filename") or "").strip()
     stem = os.path.splitext(os.path.basename(xml_file))[0]
-    candidates = [os.path.join(folder, named)] if named else []
-    candidates += [os.path.join(folder, stem + ext) for ext in IMAGE_EXTENSIONS]
-    candidates += [os.path.join(folder, stem + ext.upper()) for ext in IMAGE_EXTENSIONS]
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
-    raise DatasetError(
-        f"{xml_file}: image {candidates[0]} does not exist (nor {stem} with another image "
-        f"extension in {folder})"
-    )
+    own = [os.path.join(folder, stem + ext) for ext in IMAGE_EXTENSIONS]
+    own += [os.path.join(folder, stem + ext.upper()) for ext in IMAGE_EXTENSIONS]
+    own = next((path for path in own if os.path.isfile(path)), None)
+    if named and os.path.isfile(os.path.join(folder, named)):
+        image = os.path.join(folder, named)
+        if os.path.splitext(named)[0] != stem:
+            if own is not None:
+                raise DatasetError(
+                    f"{xml_file}: <filename> names image {image}, but {own} has the XML's own "
+                    "name: expected <filename> to name the image the boxes were drawn on"
+                )
+            logger.warning(f"{xml_file}: its boxes are on {image}, which <filename> names")
+        return image
+    if own is not None:
+        return own
+    tried = f"image {os.path.join(folder, named)} does not exist, nor" if named else "no"
+    raise DatasetError(f"{xml_file}: {tried} image {stem} with an image extension in {folder}")
+
+
+def _voc_record(xml_file: str, image_id: int, layout: VOCLayout, problems: List[str]):
+    """The record of one VOC annotation file, the class name of each of its objects, where each
+    is named and its box as written; a disagreement of <size> with the image goes to `problems`."""
+    if not os.path.isfile(xml_file):
+        raise DatasetError(f"{xml_file}: the annotation file does not exist")
+    try:
+        tree = ET.parse(xml_file)
+    except ET.ParseError as e:
+        raise DatasetError(f"{xml_file}: not valid XML: {e}") from e
+    if tree.getroot().tag != "annotation":
+        raise DatasetError(
+            f"{xml_file}: root element <{tree.getroot().tag}>, expected Pascal VOC's <annotation>"
+        )
+    size = tree.find("size")
+    if size is None:
+        raise DatasetError(f"{xml_file}: no <size>, expected <size><width>..<height>..</size>")
+    file_name = _voc_image(xml_file, tree, layout)
+    header = checked_image_header(file_name, xml_file)
+    height = int(_xml_number(size, "height", xml_file))
+    width = int(_xml_number(size, "width", xml_file))
+    if height > 0 and width > 0 and (height, width) != (header.height, header.width):
+        turned = (height, width) == (header.width, header.height)
+        problems.append(
+            f"{xml_file}: <size> is {width} x {height} (width x height), but image {file_name} "
+            f"is {header.width} x {header.height} as Detectron2 reads it"
+            + (
+                f", turned by its EXIF orientation {header.orientation}: if the boxes were drawn "
+                "on the image as stored, remove its EXIF orientation tag; else correct <size>"
+                if turned
+                else ": expected the size of the image the boxes were drawn on"
+            )
+        )
+    record = {
+        "file_name": file_name,
+        "image_id": image_id,
+        "height": header.height,
+        "width": header.width,
+        "annotations": [],
+    }
+    names, places, written = [], [], []
+    for number, obj in enumerate(tree.findall("object"), start=1):
+        where = f"{xml_file}, object {number}"
+        name = (obj.findtext("name") or "").strip()
+        box = obj.find("bndbox")
+        if not name or box is None:
+            raise DatasetError(f"{where}: expected a <name> and a <bndbox> in each <object>")
+        corners = [_xml_number(box, t, where) for t in ("xmin", "ymin", "xmax", "ymax")]
+        x1, y1, x2, y2 = corners
+        difficult = obj.findtext("difficult")
+        record["annotations"].append(
+            {
+                "bbox": [x1 - 1.0, y1 - 1.0, x2, y2],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "difficult": int(difficult.strip() == "1") if difficult else 0,
+            }
+        )
+        names.append(name)
+        places.append(where)
+        written.append(f"<bndbox> xmin,ymin,xmax,ymax {','.join(f'{c:g}' for c in corners)}")
+    return record, names, places, written
 
 
 def load_voc(spec: DatasetSpec) -> Loaded:
-    """Pascal VOC XML files (see the module's docstring for the layouts). Coordinates are VOC's
-    1-based pixel indices, as Detectron2's `load_voc_instances` reads them; the <difficult> flag
-    is kept for evaluation and the object is trained on, as Detectron2 does."""
-    xml_files, image_dir = _voc_layout(spec)
-    if not xml_files:
+    """Pascal VOC XML files (see the module's docstring for the layouts; XML files in subfolders
+    are read too). Coordinates are VOC's 1-based pixel indices, as Detectron2's
+    `load_voc_instances` reads them; the <difficult> flag is kept for evaluation and the object is
+    trained on, as Detectron2 does. Each image must agree with its <size> (as Detectron2 reads it,
+    turned by its EXIF orientation) and be annotated by one XML file."""
+    layout = _voc_layout(spec)
+    if not layout.xml_files:
         raise DatasetError(f"{spec.path}: no .xml annotation files, expected Pascal VOC XML")
-    records, names, places = [], [], []
-    for image_id, xml_file in enumerate(xml_files):
-        if not os.path.isfile(xml_file):
-            raise DatasetError(f"{xml_file}: the annotation file does not exist")
-        try:
-            tree = ET.parse(xml_file)
-        except ET.ParseError as e:
-            raise DatasetError(f"{xml_file}: not valid XML: {e}") from e
-        if tree.getroot().tag != "annotation":
-            raise DatasetError(
-                f"{xml_file}: root element <{tree.getroot().tag}>, expected "
-                "Pascal VOC's <annotation>"
+    records, names, places, written, problems = [], [], [], [], []
+    annotated_by: Dict[str, str] = {}
+    for image_id, xml_file in enumerate(layout.xml_files):
+        record, *annotations = _voc_record(xml_file, image_id, layout, problems)
+        first = annotated_by.setdefault(os.path.normpath(record["file_name"]), xml_file)
+        if first != xml_file:
+            problems.append(
+                f"{xml_file}: annotates image {record['file_name']}, as {first} does; expected one "
+                "annotation file per image (each would be trained on with only its own boxes)"
             )
-        size = tree.find("size")
-        if size is None:
-            raise DatasetError(f"{xml_file}: no <size>, expected <size><width>..<height>..</size>")
-        record = {
-            "file_name": _voc_image(xml_file, tree, image_dir),
-            "image_id": image_id,
-            "height": int(_xml_number(size, "height", xml_file)),
-            "width": int(_xml_number(size, "width", xml_file)),
-            "annotations": [],
-        }
-        if record["height"] <= 0 or record["width"] <= 0:
-            record["height"], record["width"] = _image_size(record["file_name"], xml_file)
-        else:
-            _check_mode(record["file_name"], xml_file)
-        record_names, record_places = [], []
-        for number, obj in enumerate(tree.findall("object"), start=1):
-            where = f"{xml_file}, object {number}"
-            name = (obj.findtext("name") or "").strip()
-            box = obj.find("bndbox")
-            if not name or box is None:
-                raise DatasetError(f"{where}: expected a <name> and a <bndbox> in each <object>")
-            x1, y1, x2, y2 = (_xml_number(box, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
-            difficult = obj.findtext("difficult")
-            record["annotations"].append(
-                {
-                    "bbox": [x1 - 1.0, y1 - 1.0, x2, y2],
-                    "bbox_mode": BoxMode.XYXY_ABS,
-                    "difficult": int(difficult.strip() == "1") if difficult else 0,
-                }
-            )
-            record_names.append(name)
-            record_places.append(where)
         records.append(record)
-        names.append(record_names)
-        places.append(record_places)
-    _check_record_boxes(spec.path, records, places)
+        for per_image, value in zip((names, places, written), annotations):
+            per_image.append(value)
+    raise_if_any(spec.path, problems)
+    _check_record_boxes(spec.path, records, places, written)
     return _with_classes(records, names, places)
 
 
@@ -410,6 +478,13 @@ def register_config_datasets(cfg) -> None:
         classes, reference = list(cfg.DATASETS.CLASS_NAMES), "the config's DATASETS.CLASS_NAMES"
     else:
         classes, reference = load_dataset(names[0]).classes, names[0]
+        if not classes:
+            raise DatasetError(
+                f"{reference}: not one object in its {len(load_dataset(names[0]).records)} "
+                "images, so no classes to learn: expected boxes with class names (or give the "
+                "classes in DATASETS.CLASS_NAMES to evaluate a trained model on it)"
+            )
+        warn_of_names_differing_in_case(classes, reference)
         for name in names[1:]:
             check_classes(name, classes, reference)
     num_classes = cfg.MODEL.RETINANET.NUM_CLASSES

@@ -17,10 +17,10 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
@@ -55,12 +55,70 @@ def check_image_mode(mode: str, path: str, where: str) -> None:
         )
 
 
+# EXIF orientations that turn the image by a quarter: Detectron2's `read_image` applies them,
+# so the pixels it reads have the stored image's width and height swapped.
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+class ImageHeader(NamedTuple):
+    """What an image file's header says, as Detectron2's `read_image` gives its pixels."""
+
+    height: int  # after the EXIF orientation
+    width: int  # after the EXIF orientation
+    mode: str  # PIL's mode of the stored pixels
+    orientation: int  # the EXIF orientation, 1 when the file has none
+
+
+def read_image_header(path: str) -> ImageHeader:
+    """
+    The size and mode of the image file at `path` from its header, without decoding its pixels;
+    the size is the one `read_image` gives, which turns the image by its EXIF orientation (a phone
+    photo taken upright is often stored sideways with orientation 6). The EXIF block is read from
+    where the header holds it (a PNG's eXIf chunk after the pixels is not looked for). OSError (or
+    PIL's SyntaxError) where the file cannot be opened as an image.
+    """
+    with PathManager.open(path, "rb") as f, Image.open(f) as image:
+        width, height = image.size
+        try:
+            # Image.getexif itself, which a PNG overrides to decode the whole image first.
+            orientation = Image.Image.getexif(image).get(ExifTags.Base.Orientation, 1)
+        except Exception:  # a malformed EXIF block, which read_image ignores too
+            orientation = 1
+        mode = image.mode
+    if orientation in _QUARTER_TURNS:
+        width, height = height, width
+    return ImageHeader(height, width, mode, orientation)
+
+
 def check_image_file_mode(path: str, where: str) -> None:
     """:func:`check_image_mode` of the image file at `path`, from its header; OSError (or PIL's
     SyntaxError) where the file cannot be opened as an image."""
-    with PathManager.open(path, "rb") as f, Image.open(f) as image:
-        mode = image.mode
-    check_image_mode(mode, path, where)
+    check_image_mode(read_image_header(path).mode, path, where)
+
+
+def checked_image_header(path: str, where: str) -> ImageHeader:
+    """:func:`read_image_header`, with a DatasetError naming the image (and `where` it is named)
+    when it cannot be read or is not of 8 bits per channel (:func:`check_image_mode`)."""
+    try:
+        header = read_image_header(path)
+    except (OSError, SyntaxError) as e:
+        raise DatasetError(f"{where}: cannot read image {path}: {e}") from e
+    check_image_mode(header.mode, path, where)
+    return header
+
+
+def warn_of_names_differing_in_case(classes: Sequence[str], source: str) -> None:
+    """Log a warning for class names of `source` that differ only in case or surrounding spaces
+    ("Tree" and "tree"): they are different classes to the model, which is rarely what was meant."""
+    groups: Dict[str, List[str]] = {}
+    for name in classes:
+        groups.setdefault(name.strip().casefold(), []).append(name)
+    for names in groups.values():
+        if len(names) > 1:
+            logger.warning(
+                f"{source}: the class names {names} differ only in case or spaces and are "
+                "trained as different classes; write them alike in the annotations if they are one"
+            )
 
 
 @dataclass(frozen=True)
@@ -115,7 +173,7 @@ def read_coco_json(json_file: str) -> dict:
 
 def _check_categories(categories: list, problems: List[str]) -> set:
     """Returns the category ids; appends a line to `problems` for each bad category."""
-    ids = set()
+    ids, named = set(), {}
     for position, category in enumerate(categories):
         category_id = category.get("id") if isinstance(category, dict) else None
         if not isinstance(category_id, int) or isinstance(category_id, bool):
@@ -124,6 +182,13 @@ def _check_categories(categories: list, problems: List[str]) -> set:
             problems.append(f"category id {category_id}: appears twice, expected unique ids")
         else:
             ids.add(category_id)
+            name = category.get("name")
+            if name in named:
+                problems.append(
+                    f"category ids {named[name]} and {category_id}: both named {name!r}, "
+                    "expected one category per name (give their annotations one category id)"
+                )
+            named.setdefault(name, category_id)
     if not categories:
         problems.append("no categories: expected at least one under 'categories'")
     return ids
@@ -136,7 +201,7 @@ def _check_images(
     Returns {image id: (width, height)} of the images with a valid id and size; appends a line
     to `problems` for each bad image, and for each image file that does not exist.
     """
-    sizes = {}
+    sizes, files = {}, {}
     for position, image in enumerate(images):
         image_id = image.get("id") if isinstance(image, dict) else None
         if not _is_id(image_id):
@@ -159,6 +224,14 @@ def _check_images(
         elif not PathManager.isfile(os.path.join(image_root, file_name)):
             path = os.path.join(image_root, file_name)
             problems.append(f"{where}: image file {path} does not exist")
+        elif os.path.normpath(file_name) in files:
+            problems.append(
+                f"{where}: file_name {file_name!r} is also image id "
+                f"{files[os.path.normpath(file_name)]}'s, expected one image entry per file "
+                "(each would be trained on with only its own part of the boxes)"
+            )
+        else:
+            files[os.path.normpath(file_name)] = image_id
     return sizes
 
 
@@ -190,12 +263,18 @@ def _check_annotation(
 
 
 def check_boxes(
-    boxes: Sequence, image_sizes: Sequence, places: Sequence[str], problems: List[str]
+    boxes: Sequence,
+    image_sizes: Sequence,
+    places: Sequence[str],
+    problems: List[str],
+    written: Optional[Sequence[str]] = None,
 ) -> Tuple[int, List[str]]:
     """
     Check the values of (A, 4) XYWH `boxes` against the (A, 2) width and height of their images;
     `places` names each annotation. Appends a line to `problems` for each bad box; returns the
     number of boxes partly outside their image and the places of the boxes of zero width or height.
+    A box is shown in `problems` as `written[i]` (its corners as the annotation file has them,
+    e.g. "box x1,y1,x2,y2 70,20,20,60") when given, else as its COCO "bbox [x, y, w, h]".
     """
     boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
     image_sizes = np.array(image_sizes, dtype=np.float64).reshape(-1, 2)
@@ -207,19 +286,29 @@ def check_boxes(
         positive = non_negative & (w > 0) & (h > 0)
         overlaps = positive & (x < image_w) & (y < image_h) & (x + w > 0) & (y + h > 0)
         clipped = overlaps & ((x < 0) | (y < 0) | (x + w > image_w) | (y + h > image_h))
+
+    def box(i: int) -> str:
+        return written[i] if written is not None else f"bbox {boxes[i].tolist()}"
+
     for i in np.flatnonzero(~finite):
         problems.append(
-            f"{places[i]}: bbox {boxes[i].tolist()} has a NaN or infinite value, "
-            "expected finite numbers"
+            f"{places[i]}: {box(i)} has a NaN or infinite value, expected finite numbers"
         )
     for i in np.flatnonzero(finite & ~non_negative):
-        problems.append(
-            f"{places[i]}: bbox {boxes[i].tolist()} has width {w[i]:g} and height {h[i]:g}, "
-            "expected both >= 0"
-        )
+        if written is not None:
+            reversed_axes = " and ".join(
+                ["x2 < x1"] * bool(w[i] < 0) + ["y2 < y1"] * bool(h[i] < 0)
+            )
+            problems.append(
+                f"{places[i]}: {box(i)} has {reversed_axes}, expected x1 <= x2, y1 <= y2"
+            )
+        else:
+            problems.append(
+                f"{places[i]}: {box(i)} has width {w[i]:g} and height {h[i]:g}, expected both >= 0"
+            )
     for i in np.flatnonzero(positive & ~overlaps):
         problems.append(
-            f"{places[i]}: bbox {boxes[i].tolist()} lies entirely outside its "
+            f"{places[i]}: {box(i)} lies entirely outside its "
             f"{image_w[i]:g} x {image_h[i]:g} image, expected it to overlap the image"
         )
     empty = [places[i] for i in np.flatnonzero(non_negative & ~positive)]
