@@ -3,7 +3,7 @@
 import os
 import tempfile
 
-from .data.build import check_training_datasets
+from .data.build import check_test_images, check_training_datasets
 from .engine.precision import GPU_PRECISIONS
 from .errors import UserError
 
@@ -36,13 +36,16 @@ def check_run(cfg, training: bool, resume: bool = False) -> None:
     """
     The checks of a training or evaluation run of `cfg`: the output folder, the weights (not read
     when --resume finds a checkpoint in OUTPUT_DIR to continue from) and, for training, the
-    training datasets (:func:`check_training_datasets`) and the mixed precision asked for.
+    training datasets (:func:`check_training_datasets`), the test images (:func:`check_test_images`:
+    an image the evaluation after training cannot read stops the run now) and the mixed precision
+    asked for.
     """
     check_output_dir(cfg.OUTPUT_DIR)
     if not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
         check_weights_file(cfg.MODEL.WEIGHTS)
     if training:
         check_training_datasets(cfg)
+        check_test_images(cfg)
         if cfg.SOLVER.AMP.PRECISION not in GPU_PRECISIONS:
             raise UserError(
                 f"SOLVER.AMP.PRECISION {cfg.SOLVER.AMP.PRECISION!r}: must be one of "

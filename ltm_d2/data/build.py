@@ -5,10 +5,12 @@ images, with a data stream that a resumed run continues where the interrupted on
 
 import itertools
 import logging
+import time
 from typing import Iterator, Optional
 
 from detectron2.data import (
     DatasetCatalog,
+    build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
@@ -16,11 +18,11 @@ from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
-from .mapper import SkippedImages, SkippingDatasetMapper
+from .mapper import UNREADABLE, MarkingTestDatasetMapper, SkippedImages, SkippingDatasetMapper
 from .shapes import SPLITS, ensure_split
 from .tiling import tile_records
 from .user_datasets import is_dataset_spec
-from .validation import DatasetError, validate_training_datasets
+from .validation import DatasetError, raise_if_any, validate_training_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,43 @@ def check_training_datasets(cfg) -> None:
     for name in cfg.DATASETS.TEST:
         if is_dataset_spec(name):
             DatasetCatalog.get(name)  # its classes are checked now, not after training
+
+
+def check_test_images(cfg, progress_seconds: float = 30.0) -> None:
+    """
+    Read every image of cfg.DATASETS.TEST as the evaluation after training will read it (the
+    test mapper, :class:`MarkingTestDatasetMapper`, without resizing), so that an image it cannot
+    use stops the run before training instead of after: a DatasetError lists each, with why.
+    Progress and the time left are logged every `progress_seconds`.
+    """
+    mapper = MarkingTestDatasetMapper(cfg, is_train=False, augmentations=[])
+    problems = []
+    for name in cfg.DATASETS.TEST:
+        if name in SPLITS:
+            ensure_split(name)
+        records = DatasetCatalog.get(name)
+        loader = build_detection_test_loader(
+            records, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
+        )
+        start = last = time.perf_counter()
+        for done, (mapped,) in enumerate(loader, start=1):
+            if UNREADABLE in mapped:
+                problems.append(
+                    f"{name}: image {mapped['file_name']} (image id {mapped['image_id']}): "
+                    f"{mapped[UNREADABLE]}"
+                )
+            now = time.perf_counter()
+            if now - last > progress_seconds:
+                left = (now - start) / done * (len(records) - done)
+                logger.info(
+                    f"Reading the test images of {name}: {done}/{len(records)}, {left:.0f} s left"
+                )
+                last = now
+    raise_if_any(
+        "the test images, read before training as the evaluation after it will read them "
+        "(fix or remove them from the test set)",
+        problems,
+    )
 
 
 def build_checked_train_loader(cfg) -> TrainLoader:

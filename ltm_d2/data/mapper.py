@@ -1,4 +1,4 @@
-"""Skipping training images that cannot be read, and counting them."""
+"""Skipping images that cannot be read, in training and in evaluation, and counting them."""
 
 import copy
 import ctypes
@@ -8,15 +8,19 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import SizeMismatchError
 
-from .validation import check_image_file_mode
+from .validation import DatasetError, check_image_file_mode
 
 logger = logging.getLogger(__name__)
+
+# The key of a test record whose image could not be used; its value says why.
+UNREADABLE = "unreadable"
 
 
 class SkippedImages:
@@ -110,3 +114,31 @@ class SkippingDatasetMapper(DatasetMapper):
         if "annotations" in dataset_dict:
             self._transform_annotations(dataset_dict, transforms, image.shape[:2])
         return dataset_dict
+
+
+class MarkingTestDatasetMapper(DatasetMapper):
+    """
+    Detectron2's test :class:`DatasetMapper` (same arguments), which does not end an evaluation
+    on an image it cannot use (missing, truncated or undecodable, of another size than the
+    dataset's, not of 8 bits per channel, over PIL's pixel limit): it returns the record's
+    "file_name", "image_id", "height" and "width" with UNREADABLE saying why, and no "image".
+    :class:`ltm_d2.evaluation.SkippingUnreadableImages` leaves such images out of the evaluation.
+    """
+
+    def __call__(self, dataset_dict):
+        try:
+            check_image_file_mode(dataset_dict["file_name"], f"image id {dataset_dict['image_id']}")
+            return super().__call__(dataset_dict)
+        except (
+            OSError,
+            SyntaxError,
+            SizeMismatchError,
+            DatasetError,
+            Image.DecompressionBombError,
+        ) as e:
+            kept = {
+                k: dataset_dict[k]
+                for k in ("file_name", "image_id", "height", "width")
+                if k in dataset_dict
+            }
+            return {**kept, UNREADABLE: f"{type(e).__name__}: {e}"}

@@ -20,6 +20,8 @@ import numpy as np
 from detectron2.data import DatasetMapper
 from detectron2.structures import BoxMode
 
+from .mapper import MarkingTestDatasetMapper
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["tile_windows", "cut_boxes", "tile_records", "tiled_test_mapper"]
@@ -144,8 +146,9 @@ def tile_records(records: List[Dict], size: int, overlap: float, min_visible: fl
 
 def tiled_test_mapper(cfg) -> DatasetMapper:
     """
-    Detectron2's test DatasetMapper without its resize (ResizeShortestEdge): with tiling, the
-    model gets every image at its original resolution, and TiledDetector resizes each tile (and
-    each image not larger than a tile, whole) as this mapper would otherwise resize the image.
+    The project's test DatasetMapper (:class:`MarkingTestDatasetMapper`) without its resize
+    (ResizeShortestEdge): with tiling, the model gets every image at its original resolution, and
+    TiledDetector resizes each tile (and each image not larger than a tile, whole) as this mapper
+    would otherwise resize the image.
     """
-    return DatasetMapper(cfg, is_train=False, augmentations=[])
+    return MarkingTestDatasetMapper(cfg, is_train=False, augmentations=[])

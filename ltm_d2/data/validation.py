@@ -315,13 +315,13 @@ def check_boxes(
     return int(clipped.sum()), empty
 
 
-def raise_if_any(json_file: str, problems: List[str]) -> None:
+def raise_if_any(source: str, problems: List[str]) -> None:
     if not problems:
         return
     listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
     more = len(problems) - MAX_LISTED_PROBLEMS
     tail = f"\n  ... and {more} more" if more > 0 else ""
-    raise DatasetError(f"{json_file}: {len(problems)} problem(s):\n  {listed}{tail}")
+    raise DatasetError(f"{source}: {len(problems)} problem(s):\n  {listed}{tail}")
 
 
 def validate_coco_json(json_file: str, image_root: str) -> DatasetSummary:

@@ -10,16 +10,23 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
+from ..data.mapper import MarkingTestDatasetMapper
 from ..data.shapes import SPLITS, ensure_split
 from ..data.tiling import tiled_test_mapper
-from ..evaluation import NMSRecallEvaluator, VOCEvaluator, WithCandidatesBeforeNMS
+from ..evaluation import (
+    NMSRecallEvaluator,
+    SkippingCOCOEvaluator,
+    SkippingUnreadableImages,
+    VOCEvaluator,
+    WithCandidatesBeforeNMS,
+)
 from ..evaluation.coco_ap import coco_json_file
 from ..modeling.test_time_augmentation import DenseDetectorWithTTA
 from ..modeling.tiled_inference import TiledDetector
@@ -197,7 +204,7 @@ class Trainer(DefaultTrainer):
                     metadata.json_file = json_file
             # AP over every detection the model may keep (COCO's own 100 unless the config raises
             # it).
-            evaluator = COCOEvaluator(
+            evaluator = SkippingCOCOEvaluator(
                 dataset_name,
                 output_dir=output_folder,
                 max_dets_per_image=max(100, cfg.TEST.DETECTIONS_PER_IMAGE),
@@ -211,21 +218,26 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         """
-        Detectron2's test loader; with INPUT.TILING.SIZE > 0, its mapper does not resize the
-        images (:func:`tiled_test_mapper`): :class:`TiledDetector` cuts the tiles from the
-        original image and resizes each.
+        Detectron2's test loader, whose mapper marks the images it cannot read instead of ending
+        the evaluation (:class:`MarkingTestDatasetMapper`); with INPUT.TILING.SIZE > 0, it does
+        not resize the images (:func:`tiled_test_mapper`): :class:`TiledDetector` cuts the tiles
+        from the original image and resizes each.
         """
-        if cfg.INPUT.TILING.SIZE <= 0:
-            return super().build_test_loader(cfg, dataset_name)
-        return build_detection_test_loader(cfg, dataset_name, mapper=tiled_test_mapper(cfg))
+        if cfg.INPUT.TILING.SIZE > 0:
+            mapper = tiled_test_mapper(cfg)
+        else:
+            mapper = MarkingTestDatasetMapper(cfg, is_train=False)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """
-        DefaultTrainer.test; with TEST.NMS_RECALL, the model also returns its candidates before
-        NMS, for :class:`NMSRecallEvaluator`. With INPUT.TILING.SIZE > 0, images larger than a
-        tile are evaluated whole, detected tile by tile (:class:`TiledDetector`); NMS recall,
-        which is of the model's own NMS on whole images, is then not measured.
+        DefaultTrainer.test, leaving out the test images that cannot be read, each named in a
+        warning (:class:`SkippingUnreadableImages`); with TEST.NMS_RECALL, the model also returns
+        its candidates before NMS, for :class:`NMSRecallEvaluator`. With INPUT.TILING.SIZE > 0,
+        images larger than a tile are evaluated whole, detected tile by tile
+        (:class:`TiledDetector`); NMS recall, which is of the model's own NMS on whole images, is
+        then not measured.
         """
         if cfg.INPUT.TILING.SIZE > 0:
             if cfg.TEST.NMS_RECALL:
@@ -237,7 +249,14 @@ class Trainer(DefaultTrainer):
                 model = TiledDetector(cfg, model)
         elif cfg.TEST.NMS_RECALL:
             model = WithCandidatesBeforeNMS(model)
-        return super().test(cfg, model, evaluators)
+        model = SkippingUnreadableImages(model)
+        results = super().test(cfg, model, evaluators)
+        if model.skipped:
+            logging.getLogger("ltm_d2").warning(
+                f"{len(model.skipped)} test image(s) could not be read and were left out of the "
+                "evaluation; each is named in a 'Skipping test image' warning above."
+            )
+        return results
 
     @classmethod
     def test_with_TTA(cls, cfg, model):

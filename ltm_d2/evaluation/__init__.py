@@ -3,3 +3,4 @@ dataset."""
 
 from .nms_recall import NMSRecallEvaluator, WithCandidatesBeforeNMS, nms_recall, nms_skipped
 from .pascal_voc import VOCEvaluator
+from .unreadable_images import SkippingCOCOEvaluator, SkippingUnreadableImages

@@ -137,6 +137,8 @@ class NMSRecallEvaluator(DatasetEvaluator):
 
     def process(self, inputs, outputs):
         for input, output in zip(inputs, outputs):
+            if not output:
+                continue  # an image skipped as unreadable
             if "candidates" not in output:
                 raise KeyError(
                     "NMSRecallEvaluator needs the candidates before NMS: evaluate "
