@@ -3,6 +3,7 @@ its records as they are now, never read from an earlier conversion of other reco
 
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -51,10 +52,22 @@ def name(request):
 def test_changed_records_are_converted_again_into_the_same_folder(tmp_path, name):
     register(name, [10, 10, 50, 50])
     first = coco_json_file(name, str(tmp_path))
+    assert boxes_in(first) == [[10, 10, 40, 40]]
     register(name, [20, 30, 60, 90])
     second = coco_json_file(name, str(tmp_path))
-    assert second != first
-    assert boxes_in(first) == [[10, 10, 40, 40]] and boxes_in(second) == [[20, 30, 40, 60]]
+    assert second != first and boxes_in(second) == [[20, 30, 40, 60]]
+
+
+def test_the_conversion_of_earlier_records_is_removed_and_other_datasets_kept(tmp_path, name):
+    register(name, [10, 10, 50, 50])
+    first = coco_json_file(name, str(tmp_path))
+    register(name + "_other", [10, 10, 50, 50])
+    other = coco_json_file(name + "_other", str(tmp_path))
+    register(name, [20, 30, 60, 90])
+    second = coco_json_file(name, str(tmp_path))
+    assert not os.path.exists(first) and os.path.exists(second) and os.path.exists(other)
+    DatasetCatalog.remove(name + "_other")
+    MetadataCatalog.remove(name + "_other")
 
 
 def test_unchanged_records_reuse_their_conversion(tmp_path, name):
@@ -128,5 +141,5 @@ def test_eval_only_after_editing_the_test_csv_scores_against_the_edited_boxes(tm
     )
     assert "Using previously cached" not in log
     written = sorted((out / "inference").glob("ground_truth_*_coco_format.json"))
-    counts = sorted(len(json.load(open(p))["annotations"]) for p in written)
-    assert counts == sorted({len(rows), len([r for r in rows if r[5] != CLASSES[0]]) or 1})
+    counts = [len(json.load(open(p))["annotations"]) for p in written]
+    assert counts == [len([r for r in rows if r[5] != CLASSES[0]]) or 1]  # the earlier one removed

@@ -5,10 +5,12 @@ aspect-ratio analyses.
 """
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
 import os
+import shutil
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -64,13 +66,28 @@ def ground_truth_key(dataset_name: str, records: List[dict]) -> str:
     return f"{name_digest}_{records_digest(records)}"
 
 
+def remove_earlier_conversions(path: str, key: str) -> None:
+    """
+    Remove the files and folders beside `path` (a conversion of a dataset's ground truth, whose
+    name holds its :func:`ground_truth_key` `key`) that are conversions of earlier versions of the
+    same dataset: named like `path` with the same dataset's hash and another records' hash.
+    """
+    folder, name = os.path.split(path)
+    name_digest = key.split("_")[0]
+    prefix = os.path.join(folder, name[: name.index(key)] + name_digest + "_")
+    for other in glob.glob(glob.escape(prefix) + "*"):
+        if not other.startswith(path):
+            shutil.rmtree(other) if os.path.isdir(other) else os.remove(other)
+
+
 def coco_json_file(dataset_name: str, cache_dir: str) -> str:
     """
     A COCO annotation file of a registered dataset: its own `json_file` when it has one, else its
     records converted to COCO format in `cache_dir`, as COCOEvaluator does, under a file name made
     from a hash of the dataset's name (a user's dataset is named by its path) and a hash of its
     records. A dataset whose records changed (an edited CSV file) is thus converted again, never
-    read from an earlier conversion; unchanged records reuse the file. A `json_file` that
+    read from an earlier conversion, which is removed; unchanged records reuse the file. A
+    `json_file` that
     :meth:`Trainer.build_evaluator` set from such a conversion (metadata
     `converted_json_file`) is not the dataset's own: it is converted again too.
     """
@@ -81,6 +98,7 @@ def coco_json_file(dataset_name: str, cache_dir: str) -> str:
         json_file = os.path.join(cache_dir, f"ground_truth_{key}_coco_format.json")
         if not os.path.exists(json_file):  # written whole (a temporary file moved into place)
             convert_to_coco_json(dataset_name, json_file)
+            remove_earlier_conversions(json_file, key)
     return json_file
 
 

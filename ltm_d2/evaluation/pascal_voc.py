@@ -12,7 +12,7 @@ from detectron2.evaluation import PascalVOCDetectionEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from .coco_ap import ground_truth_key
+from .coco_ap import ground_truth_key, remove_earlier_conversions
 from .unreadable_images import skipped_image_ids
 
 
@@ -65,6 +65,7 @@ class VOCEvaluator(PascalVOCDetectionEvaluator):
         self._folder = os.path.join(output_dir, f"voc_ground_truth_{key}")
         if comm.is_main_process():
             write_voc_annotations(records, self._class_names, self._folder)
+            remove_earlier_conversions(self._folder, key)
         comm.synchronize()
         self._anno_file_template = os.path.join(self._folder, "{}.xml")
         self._ids = {record["image_id"]: i for i, record in enumerate(records)}
