@@ -21,7 +21,7 @@ from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.engine import Trainer
 from ltm_d2.engine.launch import DEFAULT_JOIN_TIMEOUT, launch
-from ltm_d2.errors import run_main
+from ltm_d2.errors import UserErrorTracebackFilter, run_main
 from ltm_d2.preflight import check_run
 
 
@@ -30,6 +30,8 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ltm_d2")
+    # A user error that ends training: its message in the log, not its traceback.
+    logging.getLogger("detectron2.engine.train_loop").addFilter(UserErrorTracebackFilter())
     if cfg.MODEL.DEVICE == "cpu":
         logging.getLogger("detectron2").info("No GPU available: running on the CPU.")
         # Share the cores this process may run on (`taskset`) between the workers of this machine.
