@@ -130,6 +130,33 @@ def test_a_full_disk_while_last_checkpoint_is_written_keeps_it_naming_the_previo
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
 
 
+class InterruptedFile:
+    """A file whose third write is interrupted by Ctrl-C."""
+
+    def __init__(self, f):
+        self.f, self.writes = f, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 3:
+            raise KeyboardInterrupt
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+def test_ctrl_c_while_torch_save_writes_stays_a_keyboard_interrupt(tmp_path, monkeypatch):
+    checkpointer(tmp_path, 1.0).save("model_0000001")
+    save = torch.save
+    monkeypatch.setattr(
+        safe_checkpointer.torch, "save", lambda data, f: save(data, InterruptedFile(f))
+    )
+    with pytest.raises(KeyboardInterrupt):  # torch.save itself raises a RuntimeError
+        checkpointer(tmp_path, 2.0).save("model_0000003")
+    assert_previous_checkpoint_kept(tmp_path)
+
+
 # Saves model_0000001, then is killed (SIGKILL) half-way through writing model_0000003.
 KILLED_WHILE_WRITING = textwrap.dedent(
     """

@@ -2,7 +2,7 @@
 
 import errno
 import os
-from typing import Any, BinaryIO, Callable, Dict, Optional
+from typing import Any, BinaryIO, Callable, Dict, Iterator, Optional
 
 import torch
 
@@ -20,18 +20,24 @@ class DiskFullError(UserError, OSError):
     """A checkpoint could not be written for want of space; the previous one is kept."""
 
 
-def disk_full_errno(error: BaseException) -> Optional[int]:
-    """
-    ENOSPC or EDQUOT if `error`, or an exception it was raised from or while handling, is an
-    OSError with that errno, else None. torch.save reports a failed write of its zip file as a
-    RuntimeError raised while the OSError of the write was handled, or the other way round.
-    """
+def exception_chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then the exception it was raised from or while handling, and so on."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
-            return error.errno
+        yield error
         error = error.__cause__ or error.__context__
+
+
+def disk_full_errno(error: BaseException) -> Optional[int]:
+    """
+    ENOSPC or EDQUOT if `error`, or an exception of its chain, is an OSError with that errno,
+    else None. torch.save reports a failed write of its zip file as a RuntimeError raised while
+    the OSError of the write was handled, or the other way round.
+    """
+    for e in exception_chain(error):
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            return e.errno
     return None
 
 
@@ -46,7 +52,8 @@ class SafeCheckpointer(DetectionCheckpointer):
       ``torch.load(weights_only=True)`` and ``.pkl`` files with a restricted unpickler, so that a
       malicious file raises UnsafeCheckpointError instead of running code;
     * ends on a full disk (or an exceeded quota) with a DiskFullError, a message naming the file,
-      the checkpoint kept and how to continue, rather than the OSError and torch's RuntimeError.
+      the checkpoint kept and how to continue, rather than the OSError and torch's RuntimeError,
+      and on Ctrl-C with a KeyboardInterrupt, which torch.save turns into a RuntimeError too.
 
     ``save_dir`` must be a local directory.
     """
@@ -75,10 +82,16 @@ class SafeCheckpointer(DetectionCheckpointer):
         )
 
     def _write(self, path: str, write: Callable[[BinaryIO], None]) -> None:
-        """write_atomically(path, write), raising DiskFullError if the disk is full."""
+        """
+        write_atomically(path, write), raising DiskFullError if the disk is full, and
+        KeyboardInterrupt on Ctrl-C, which torch.save would turn into a RuntimeError of its zip
+        writer.
+        """
         try:
             write_atomically(path, write)
         except (OSError, RuntimeError) as e:
+            if any(isinstance(cause, KeyboardInterrupt) for cause in exception_chain(e)):
+                raise KeyboardInterrupt from e
             code = disk_full_errno(e)
             if code is None:
                 raise
