@@ -11,6 +11,8 @@ from typing import Callable
 
 # Exit status of a program ended by a UserError (as argparse exits on a bad command line).
 USER_ERROR_EXIT = 2
+# Exit status of a program ended by Ctrl-C (SIGINT), as shells report it: 128 + 2.
+INTERRUPTED_EXIT = 130
 DEBUG_VARIABLE = "LTM_D2_DEBUG"
 
 
