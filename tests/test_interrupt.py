@@ -85,22 +85,62 @@ def test_ltm_d2_debug_keeps_the_keyboard_interrupt(train_net, monkeypatch, tmp_p
         train_net.run(train_net.argument_parser().parse_args(args))
 
 
-def test_sigint_during_training_ends_the_run_with_the_message(tmp_path):
-    """A real run, one process: SIGINT once its first checkpoint is written."""
+# Training that goes on until it is interrupted, with a checkpoint after each iteration.
+ENDLESS = ["SOLVER.MAX_ITER", "10000", "SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()"]
+ENDLESS += ["INPUT.MIN_SIZE_TRAIN", "(64,)"]
+
+
+def interrupt_training(output_dir, *flags, ctrl_c_reaches):
+    """
+    Run train_net.py and, once its first checkpoint is written, send SIGINT to its process group
+    (`ctrl_c_reaches` "all", as Ctrl-C typed in its terminal) or to its main process alone
+    ("main"). Returns the exit status, stdout, stderr, and the overrides of the command line.
+    """
+    overrides = ["OUTPUT_DIR", str(output_dir), *ENDLESS]
     command = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", TINY_CONFIG]
-    command += ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "10000", "DATASETS.TEST", "()"]
-    command += ["SOLVER.CHECKPOINT_PERIOD", "1", "INPUT.MIN_SIZE_TRAIN", "(64,)"]
     process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, *flags, *overrides],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as in a terminal
     )
-    deadline = time.monotonic() + 300
-    while not (tmp_path / "last_checkpoint").exists():
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130 and "Traceback" not in stdout + stderr, stderr[-3000:]
-    assert "Total training time" in stdout  # Detectron2's hooks ended training (after_train)
-    checkpoint = tmp_path / (tmp_path / "last_checkpoint").read_text()
+    try:
+        deadline = time.monotonic() + 300
+        while not (output_dir / "last_checkpoint").exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        if ctrl_c_reaches == "all":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    return process.returncode, stdout, stderr, overrides
+
+
+def assert_ended_with_the_resume_command(code, stdout, stderr, output_dir, command):
+    assert code == 130 and "Traceback" not in stdout + stderr, stdout[-2000:] + stderr[-2000:]
+    checkpoint = output_dir / (output_dir / "last_checkpoint").read_text()
+    assert stderr.count("Interrupted.") == 1
     assert f"Interrupted. The last checkpoint is {checkpoint}: continue from it with" in stderr
-    assert stderr.endswith(f"--config-file {TINY_CONFIG} --resume {shlex.join(command[4:])}\n")
+    assert stderr.endswith(f"--config-file {TINY_CONFIG} {shlex.join(command)}\n")
+
+
+def test_ctrl_c_during_training_ends_it_with_the_message(tmp_path):
+    code, stdout, stderr, overrides = interrupt_training(tmp_path, ctrl_c_reaches="all")
+    assert_ended_with_the_resume_command(code, stdout, stderr, tmp_path, ["--resume", *overrides])
+    assert "Total training time" in stdout  # Detectron2's hooks ended training (after_train)
+
+
+@pytest.mark.parametrize("ctrl_c_reaches", ["all", "main"])
+def test_ctrl_c_ends_every_worker_and_the_message_comes_once(tmp_path, ctrl_c_reaches):
+    flags = ["--num-gpus", "2"]  # two CPU workers
+    code, stdout, stderr, overrides = interrupt_training(
+        tmp_path, *flags, ctrl_c_reaches=ctrl_c_reaches
+    )
+    command = [*flags, "--resume", *overrides]
+    assert_ended_with_the_resume_command(code, stdout, stderr, tmp_path, command)
