@@ -114,23 +114,28 @@ def _interrupt(processes) -> None:
                 p.join()
 
 
-def _interrupt_once(signum, frame):
-    """SIGINT in a worker: KeyboardInterrupt the first time, nothing after (Ctrl-C typed in a
-    terminal reaches a worker twice: from the terminal, and passed on by the main process)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def _worker(local_rank, main_func, layout, dist_url, args, join_timeout):
     """
-    One worker; once interrupted, it ends quietly with INTERRUPTED_EXIT, whatever it raises (the
-    peers it waited for in a collective may have gone first): the main process says what to do.
+    One worker. Once interrupted, it ends quietly with INTERRUPTED_EXIT whatever it raises (a
+    collective fails when the peers it waits for have ended first), and the main process says
+    what to do. Only the first SIGINT interrupts it: Ctrl-C typed in a terminal reaches a worker
+    twice, from the terminal and passed on by the main process. A SIGINT ignored (SIG_IGN) when
+    the run started stays ignored.
     """
-    signal.signal(signal.SIGINT, _interrupt_once)
+    interrupted = False
+
+    def interrupt_once(signum, frame):
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, interrupt_once)
     try:
         _run_worker(local_rank, main_func, layout, dist_url, args, join_timeout)
     except BaseException:
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # not interrupted
+        if not interrupted:
             raise
         sys.exit(INTERRUPTED_EXIT)
 
