@@ -5,11 +5,14 @@ Train or evaluate an LTM detector, the Detectron2 way:
     python train_net.py --config-file configs/COCO-Detection/ltm_R_50_FPN_1x.yaml --num-gpus 8
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
 
-Without a GPU it runs on the CPU; `--num-gpus N` then starts N CPU workers (gloo).
+Without a GPU it runs on the CPU; `--num-gpus N` then starts N CPU workers (gloo). Ctrl-C ends
+training with the command that continues it from its last checkpoint (exit status 130).
 """
 
 import logging
 import os
+import shlex
+import sys
 
 import torch
 
@@ -21,7 +24,7 @@ from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.engine import Trainer
 from ltm_d2.engine.launch import DEFAULT_JOIN_TIMEOUT, launch
-from ltm_d2.errors import run_main
+from ltm_d2.errors import INTERRUPTED_EXIT, UserErrorTracebackFilter, debugging, run_main
 from ltm_d2.preflight import check_run
 
 
@@ -30,6 +33,8 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ltm_d2")
+    # A user error that ends training: its message in the log, not its traceback.
+    logging.getLogger("detectron2.engine.train_loop").addFilter(UserErrorTracebackFilter())
     if cfg.MODEL.DEVICE == "cpu":
         logging.getLogger("detectron2").info("No GPU available: running on the CPU.")
         # Share the cores this process may run on (`taskset`) between the workers of this machine.
@@ -87,7 +92,45 @@ def start(args):
     )
 
 
+def interruption_message(args, argv) -> str:
+    """
+    What Ctrl-C leaves of the run of `args` (the command line `argv`): the checkpoint that
+    OUTPUT_DIR/last_checkpoint names, and the command that continues from it, `argv` with
+    --resume before the KEY VALUE overrides.
+    """
+    if args.eval_only:
+        return "Interrupted: the evaluation did not finish. Run the same command again."
+    output_dir = load_config(args.config_file, args.opts).OUTPUT_DIR
+    try:
+        with open(os.path.join(output_dir, "last_checkpoint")) as f:
+            checkpoint = os.path.join(output_dir, f.read().strip())
+    except FileNotFoundError:
+        return (
+            f"Interrupted. No checkpoint was written yet in {output_dir}: run the same command "
+            "again to start over."
+        )
+    flags = argv[1 : len(argv) - len(args.opts)]
+    resume = [] if args.resume else ["--resume"]
+    command = shlex.join(["python", argv[0], *flags, *resume, *args.opts])
+    return f"Interrupted. The last checkpoint is {checkpoint}: continue from it with\n  {command}"
+
+
+def run(args):
+    """
+    `start(args)`, ending on a user error with its message (run_main) and on Ctrl-C with
+    :func:`interruption_message` and exit status 130, without a traceback (LTM_D2_DEBUG=1 shows
+    them).
+    """
+    try:
+        run_main(start, args)
+    except KeyboardInterrupt:
+        if debugging():
+            raise
+        print(interruption_message(args, sys.argv), file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED_EXIT)
+
+
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
-    run_main(start, args)
+    run(args)

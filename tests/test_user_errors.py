@@ -8,6 +8,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -183,3 +184,40 @@ def test_the_command_line_shows_the_message_alone_and_the_traceback_with_ltm_d2_
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert "Error: command line override MODEL.LTM.BAG_SIZ" in plain.stderr
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+# train_net.py, its torch.save failing with ENOSPC at the second checkpoint (after iteration 1).
+FULL_DISK_AT_SECOND_CHECKPOINT = textwrap.dedent(
+    """
+    import errno, runpy, sys
+    from ltm_d2.checkpoint import safe_checkpointer
+
+    save, saved = safe_checkpointer.torch.save, []
+
+    def save_until_the_disk_is_full(data, f):
+        if saved:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(save(data, f))
+
+    safe_checkpointer.torch.save = save_until_the_disk_is_full
+    sys.argv = ["train_net.py", *sys.argv[1:]]
+    runpy.run_path("train_net.py", run_name="__main__")
+    """
+)
+
+
+def test_a_full_disk_during_training_ends_with_its_message_alone(tmp_path):
+    argv = ["--config-file", TINY_CONFIG, "OUTPUT_DIR", str(tmp_path)]
+    argv += ["SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()"]
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_AT_SECOND_CHECKPOINT, *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+    error = f"Error: cannot write {tmp_path}/model_0000001.pth: no space left on device"
+    assert error in result.stderr
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"

@@ -6,12 +6,13 @@ from .freeanchor_conversion import (
     convert_freeanchor_state_dict,
     detectron2_name,
 )
-from .safe_checkpointer import SafeCheckpointer
+from .safe_checkpointer import DiskFullError, SafeCheckpointer
 from .safe_loading import UnsafeCheckpointError, load_pickle_safely, load_torch_safely
 from .state_dict_file import CheckpointFileError, load_state_dict_file
 
 __all__ = [
     "CheckpointFileError",
+    "DiskFullError",
     "SafeCheckpointer",
     "UnsafeCheckpointError",
     "anchor_permutation",

@@ -1,14 +1,44 @@
 """Detectron2's DetectionCheckpointer, writing atomically and reading without running code."""
 
+import errno
 import os
-from typing import Any, Dict
+from typing import Any, BinaryIO, Callable, Dict, Iterator, Optional
 
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..errors import UserError
 from .atomic_file import write_atomically
 from .safe_loading import load_pickle_safely, load_torch_safely
+
+# The errors of a write that found no room: the device is full, or the user's quota is spent.
+DISK_FULL_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+class DiskFullError(UserError, OSError):
+    """A checkpoint could not be written for want of space; the previous one is kept."""
+
+
+def exception_chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then the exception it was raised from or while handling, and so on."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def disk_full_errno(error: BaseException) -> Optional[int]:
+    """
+    ENOSPC or EDQUOT if `error`, or an exception of its chain, is an OSError with that errno,
+    else None. torch.save reports a failed write of its zip file as a RuntimeError raised while
+    the OSError of the write was handled, or the other way round.
+    """
+    for e in exception_chain(error):
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            return e.errno
+    return None
 
 
 class SafeCheckpointer(DetectionCheckpointer):
@@ -20,13 +50,19 @@ class SafeCheckpointer(DetectionCheckpointer):
       checkpoint and ``last_checkpoint`` valid, and ``last_checkpoint`` never names a partial file;
     * reads ``.pth`` files (and ``.pyth``, and URLs, once downloaded) with
       ``torch.load(weights_only=True)`` and ``.pkl`` files with a restricted unpickler, so that a
-      malicious file raises UnsafeCheckpointError instead of running code.
+      malicious file raises UnsafeCheckpointError instead of running code;
+    * ends on a full disk (or an exceeded quota) with a DiskFullError, a message naming the file,
+      the checkpoint kept and how to continue, rather than the OSError and torch's RuntimeError,
+      and on Ctrl-C with a KeyboardInterrupt, which torch.save turns into a RuntimeError too.
 
     ``save_dir`` must be a local directory.
     """
 
     def save(self, name: str, **kwargs: Any) -> None:
-        """Write model, checkpointables and `kwargs` to ``<save_dir>/<name>.pth``, atomically."""
+        """
+        Write model, checkpointables and `kwargs` to ``<save_dir>/<name>.pth``, atomically; raises
+        DiskFullError if the disk is full, and lets every other error of the write propagate.
+        """
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
@@ -35,14 +71,43 @@ class SafeCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {path}")
-        write_atomically(path, lambda f: torch.save(data, f))
+        self._write(path, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Point ``<save_dir>/last_checkpoint`` at a complete checkpoint file, atomically."""
-        write_atomically(
+        self._write(
             os.path.join(self.save_dir, "last_checkpoint"),
             lambda f: f.write(last_filename_basename.encode()),
+        )
+
+    def _write(self, path: str, write: Callable[[BinaryIO], None]) -> None:
+        """
+        write_atomically(path, write), raising DiskFullError if the disk is full, and
+        KeyboardInterrupt on Ctrl-C, which torch.save would turn into a RuntimeError of its zip
+        writer.
+        """
+        try:
+            write_atomically(path, write)
+        except (OSError, RuntimeError) as e:
+            if any(isinstance(cause, KeyboardInterrupt) for cause in exception_chain(e)):
+                raise KeyboardInterrupt from e
+            code = disk_full_errno(e)
+            if code is None:
+                raise
+            raise DiskFullError(self._disk_full_message(path, code)) from e
+
+    def _disk_full_message(self, path: str, code: int) -> str:
+        """What could not be written and why, which checkpoint is kept, and how to go on."""
+        if self.has_checkpoint():  # last_checkpoint, which the failed write left as it was
+            kept = f"The last complete checkpoint, {self.get_checkpoint_file()}, is kept"
+            action = "continue from it with the same command and --resume"
+        else:
+            kept = "No checkpoint was written before it"
+            action = "run the same command again"
+        return (
+            f"cannot write {path}: {DISK_FULL_ERRNOS[code]} in {self.save_dir} (OUTPUT_DIR). "
+            f"{kept}. Free space there, then {action}."
         )
 
     def _load_file(self, filename: str) -> Dict[str, Any]:

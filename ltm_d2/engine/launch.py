@@ -2,9 +2,12 @@
 Starting the workers of a run, on one machine or several: Detectron2's `launch`, with a wait for
 the other machines that is announced, bounded (`join_timeout`) and ends with a message naming the
 address and the ranks that did not join. User errors in a worker end the run with their message
-(ltm_d2/errors.py).
+(ltm_d2/errors.py); Ctrl-C ends the workers quietly and reaches the caller of `launch` as a
+KeyboardInterrupt, once they have ended.
 """
 
+import os
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -18,12 +21,14 @@ from detectron2.engine import launch as detectron2_launch
 from detectron2.engine.launch import DEFAULT_TIMEOUT, _find_free_port
 from detectron2.utils import comm
 
-from ..errors import USER_ERROR_EXIT, UserError, report_and_exit, run_main
+from ..errors import INTERRUPTED_EXIT, USER_ERROR_EXIT, UserError, report_and_exit, run_main
 
 # Seconds a worker waits for every worker of every machine to join, unless told otherwise.
 DEFAULT_JOIN_TIMEOUT = DEFAULT_TIMEOUT.total_seconds()
 JOINED = "ltm_d2/joined"  # store key: the number of workers that joined
 POLL_SECONDS = 0.2
+# Seconds the workers have after Ctrl-C to end (their hooks' after_train) before they are killed.
+INTERRUPT_GRACE_SECONDS = 30
 
 
 class JoinError(UserError):
@@ -45,8 +50,10 @@ def launch(
     tcp:// `dist_url` (or "auto" on one machine), the workers first meet at that address: the
     first worker of each machine says once what it waits for, and if some worker has not joined
     after `join_timeout` seconds, every machine ends with a message naming the address and the
-    missing ranks (a :class:`JoinError`, exit status 2). Other URLs (file://, env://) are passed
-    to Detectron2 unchanged, with `join_timeout` as its timeout.
+    missing ranks (a :class:`JoinError`, exit status 2). Ctrl-C (SIGINT to this process, or to
+    a worker) interrupts every worker, waits for them to end, then raises KeyboardInterrupt here.
+    Other URLs (file://, env://) are passed to Detectron2 unchanged, with `join_timeout` as its
+    timeout.
     """
     world_size = num_machines * num_workers_per_machine
     if world_size == 1:
@@ -66,20 +73,74 @@ def launch(
             timedelta(seconds=join_timeout),
         )
     layout = (world_size, num_workers_per_machine, num_machines, machine_rank)
+    workers = mp.start_processes(
+        _worker,
+        nprocs=num_workers_per_machine,
+        args=(main_func, layout, dist_url, args, join_timeout),
+        daemon=False,
+        join=False,
+    )
     try:
-        mp.start_processes(
-            _worker,
-            nprocs=num_workers_per_machine,
-            args=(main_func, layout, dist_url, args, join_timeout),
-            daemon=False,
-        )
+        while not workers.join():
+            pass
+    except KeyboardInterrupt:
+        _interrupt(workers.processes)
+        raise
     except mp.ProcessExitedException as e:
+        if e.exit_code == INTERRUPTED_EXIT:  # a worker alone was sent SIGINT
+            raise KeyboardInterrupt from None
         if e.exit_code != USER_ERROR_EXIT:
             raise
         sys.exit(USER_ERROR_EXIT)  # the worker printed its message
 
 
+def _interrupt(processes) -> None:
+    """
+    Pass Ctrl-C on to the workers (typed in a terminal it has reached them already, sent to this
+    process alone it has not), give them INTERRUPT_GRACE_SECONDS to end, then kill those left,
+    also when Ctrl-C comes again meanwhile.
+    """
+    running = [p for p in processes if p.is_alive()]
+    try:
+        for p in running:
+            os.kill(p.pid, signal.SIGINT)
+        deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+        for p in running:
+            p.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in running:
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
 def _worker(local_rank, main_func, layout, dist_url, args, join_timeout):
+    """
+    One worker. Once interrupted, it ends quietly with INTERRUPTED_EXIT whatever it raises (a
+    collective fails when the peers it waits for have ended first), and the main process says
+    what to do. Only the first SIGINT interrupts it: Ctrl-C typed in a terminal reaches a worker
+    twice, from the terminal and passed on by the main process. A SIGINT ignored (SIG_IGN) when
+    the run started stays ignored.
+    """
+    interrupted = False
+
+    def interrupt_once(signum, frame):
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, interrupt_once)
+    try:
+        _run_worker(local_rank, main_func, layout, dist_url, args, join_timeout)
+    except BaseException:
+        if not interrupted:
+            raise
+        sys.exit(INTERRUPTED_EXIT)
+
+
+def _run_worker(local_rank, main_func, layout, dist_url, args, join_timeout):
     world_size, per_machine, num_machines, machine_rank = layout
     rank = machine_rank * per_machine + local_rank
     try:
