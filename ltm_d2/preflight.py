@@ -44,6 +44,11 @@ def check_run(cfg, training: bool, resume: bool = False) -> None:
     if not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
         check_weights_file(cfg.MODEL.WEIGHTS)
     if training:
+        if cfg.SOLVER.MAX_ITER < 1:
+            raise UserError(
+                f"SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}: expected at least 1 iteration to train "
+                "(--eval-only evaluates MODEL.WEIGHTS without training)."
+            )
         check_training_datasets(cfg)
         check_test_images(cfg)
         if cfg.SOLVER.AMP.PRECISION not in GPU_PRECISIONS:

@@ -169,7 +169,8 @@ def test_boxes_outside_the_image_are_refused_naming_the_object(tmp_path, images)
     xml = voc_xml("train001.png", (96, 128), [(200, 10, 240, 40, "disc")])
     ET.ElementTree(xml).write(os.path.join(folder, "train001.xml"))
     with pytest.raises(
-        DatasetError, match=r"train001.xml, object 1: <bndbox> .* lies entirely outside its 128 x 96"
+        DatasetError,
+        match=r"train001.xml, object 1: <bndbox> .* lies entirely outside its 128 x 96",
     ):
         load_dataset(f"voc:{folder}")
 
@@ -326,9 +327,7 @@ def test_voc_xml_files_in_subfolders_are_read(tmp_path, images):
     os.makedirs(os.path.join(folder, "site_b"))
     for name in ("train002", "train003"):
         for ext in (".xml", ".png"):
-            os.rename(
-                os.path.join(folder, name + ext), os.path.join(folder, "site_b", name + ext)
-            )
+            os.rename(os.path.join(folder, name + ext), os.path.join(folder, "site_b", name + ext))
     records = load_dataset(f"voc:{folder}").records
     assert sorted(os.path.relpath(r["file_name"], folder) for r in records) == [
         "site_b/train002.png",

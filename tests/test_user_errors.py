@@ -117,6 +117,15 @@ def test_an_unwritable_output_folder(train_net, capsys, monkeypatch, tmp_path):
     assert f"OUTPUT_DIR {blocker}/out: cannot write there" in err
 
 
+def test_a_schedule_of_no_iterations_is_refused_before_the_model_is_built(
+    train_net, capsys, monkeypatch
+):
+    err = train_net_error(
+        train_net, capsys, monkeypatch, "--config-file", TINY_CONFIG, "SOLVER.MAX_ITER", "0"
+    )
+    assert "SOLVER.MAX_ITER 0: expected at least 1 iteration to train" in err
+
+
 def test_an_invalid_dataset_is_reported_before_the_model_is_built(
     train_net, capsys, monkeypatch, tmp_path
 ):

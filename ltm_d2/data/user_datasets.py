@@ -390,6 +390,7 @@ def _load(name: str, version) -> Loaded:
         loaded = load_voc(spec) if spec.format == "voc" else load_csv(spec.path)
     if not loaded.records:
         raise DatasetError(f"{spec.path}: no images, expected at least one")
+    warn_of_names_differing_in_case(loaded.classes, name)
     return loaded
 
 
@@ -484,7 +485,6 @@ def register_config_datasets(cfg) -> None:
                 "images, so no classes to learn: expected boxes with class names (or give the "
                 "classes in DATASETS.CLASS_NAMES to evaluate a trained model on it)"
             )
-        warn_of_names_differing_in_case(classes, reference)
         for name in names[1:]:
             check_classes(name, classes, reference)
     num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
