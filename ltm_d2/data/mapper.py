@@ -14,6 +14,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import SizeMismatchError
 
+from .tiling import check_image_pixels, large_images_allowed
 from .validation import check_image_file_mode
 
 logger = logging.getLogger(__name__)
@@ -60,12 +61,15 @@ class SkippingDatasetMapper(DatasetMapper):
 
     A record with a "tile" [x1, y1, x2, y2] (data/tiling.py) is of that window of its image: the
     image read is cropped to it before the augmentations, and checked against the record's
-    height and width, which are the window's.
+    height and width, which are the window's. With tiling, images over PIL's pixel limit are
+    read without its warning or error; without, such an image stops the run with an
+    ImageTooLargeError (data/tiling.py) that names it.
     """
 
     def __init__(self, cfg, skipped: SkippedImages):
         super().__init__(cfg, is_train=True)
         self.skipped = skipped
+        self.tiling = cfg.INPUT.TILING.SIZE > 0
         self._modes_checked = set()
 
     def _check_mode(self, dataset_dict) -> None:
@@ -78,11 +82,13 @@ class SkippingDatasetMapper(DatasetMapper):
         self._modes_checked.add(file_name)
 
     def __call__(self, dataset_dict):
+        check_image_pixels(dataset_dict, self.tiling)
         try:
-            self._check_mode(dataset_dict)
-            if "tile" in dataset_dict:
-                return self._map_tile(dataset_dict)
-            return super().__call__(dataset_dict)
+            with large_images_allowed(self.tiling):
+                self._check_mode(dataset_dict)
+                if "tile" in dataset_dict:
+                    return self._map_tile(dataset_dict)
+                return super().__call__(dataset_dict)
         except (OSError, SizeMismatchError) as e:
             file_name = dataset_dict["file_name"]
             if self.skipped.mark(file_name):

@@ -5,28 +5,109 @@ tiles, in pixels of the original image (INPUT.TILING.*):
 - training: every record of an image larger than a tile becomes one record per tile
   (:func:`tile_records`), whose image the training mapper crops to the tile;
 - test: the test loader does not resize the image (:func:`tiled_test_mapper`);
-  :class:`ltm_d2.modeling.TiledDetector` detects on its tiles and merges their detections.
+  :class:`ltm_d2.modeling.TiledDetector` detects on its tiles and merges their detections;
+- PIL's decompression-bomb limit (:func:`large_images_allowed`): lifted for this project's reads
+  with tiling, which is for images that large; without tiling, an image over it is refused
+  (:func:`check_image_pixels`), since read whole it would be shrunk to the network's input.
 
 Built on Detectron2's own pieces (CropTransform, DatasetMapper, batched NMS) rather than SAHI,
 which loads Detectron2 models through Detectron2's plain `get_cfg`: that config refuses this
 project's MODEL.LTM keys.
 """
 
+import contextlib
 import logging
-from typing import Dict, List, Sequence, Tuple
+import threading
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
 from detectron2.data import DatasetMapper
 from detectron2.structures import BoxMode
 
+from .validation import DatasetError
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["tile_windows", "cut_boxes", "tile_records", "tiled_test_mapper"]
+__all__ = [
+    "tile_windows",
+    "cut_boxes",
+    "tile_records",
+    "tiled_test_mapper",
+    "build_test_mapper",
+    "large_images_allowed",
+    "check_image_pixels",
+    "ImageTooLargeError",
+]
 
 # Annotation keys of geometry other than the box; not carried into tiles (this project detects
 # boxes only, and its mapper drops them in any case).
 _UNTILED_KEYS = ("segmentation", "keypoints")
+
+
+class ImageTooLargeError(DatasetError):
+    """An image over PIL's pixel limit to be read whole (without tiling)."""
+
+
+# Readers inside large_images_allowed() (nested or in other threads), and PIL's limit before the
+# first of them entered: the limit is one global of the PIL module.
+_lift_lock = threading.Lock()
+_lift_count = 0
+_saved_limit = None
+
+
+@contextlib.contextmanager
+def large_images_allowed(allowed: bool = True) -> Iterator[None]:
+    """
+    Inside, PIL reads images of any size: its decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`,
+    89.5 megapixels by default), which warns (DecompressionBombWarning) at every read of an
+    image above it and refuses one above twice it (DecompressionBombError, at `Image.open`), is
+    lifted; it is restored on leaving. A guard against hostile files from the web, it would
+    otherwise stop the orthomosaics that tiling is for, which are the user's own data. Nothing
+    happens when `allowed` is False.
+
+    Wrap the reads themselves (`Image.open`, Detectron2's `read_image`), in the process that
+    reads: a data-loader worker, forked or spawned, runs its mapper's reads inside it.
+    """
+    global _lift_count, _saved_limit
+    if not allowed:
+        yield
+        return
+    with _lift_lock:
+        if _lift_count == 0:
+            _saved_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _lift_count += 1
+    try:
+        yield
+    finally:
+        with _lift_lock:
+            _lift_count -= 1
+            if _lift_count == 0:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
+
+
+def check_image_pixels(record: Dict, tiling: bool) -> None:
+    """
+    Without `tiling` (INPUT.TILING.SIZE 0), an ImageTooLargeError for a record whose image
+    ("height" x "width") is over PIL's pixel limit (`Image.MAX_IMAGE_PIXELS`, 89.5 megapixels by
+    default): PIL would warn at every read of it, or refuse it above twice the limit, and read
+    whole it would be shrunk to the network's input size, its objects with it. With tiling,
+    images of any size are read (:func:`large_images_allowed`).
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    height, width = record.get("height"), record.get("width")
+    if tiling or limit is None or height is None or width is None:
+        return
+    if height * width > limit:
+        raise ImageTooLargeError(
+            f"image id {record.get('image_id')}: image {record['file_name']} is {width} x "
+            f"{height} pixels ({height * width / 1e6:.1f} megapixels), over the "
+            f"{limit / 1e6:.1f} megapixels PIL reads without a decompression-bomb warning, and "
+            "read whole it would be shrunk to the network's input size; set INPUT.TILING.SIZE "
+            "(e.g. 800; docs/own_data.md, 'Images larger than the network input') to train and "
+            "detect on tiles of it at full resolution"
+        )
 
 
 def _starts(length: int, size: int, stride: int) -> np.ndarray:
@@ -142,10 +223,37 @@ def tile_records(records: List[Dict], size: int, overlap: float, min_visible: fl
     return tiled
 
 
+class _TestMapper(DatasetMapper):
+    """
+    Detectron2's test DatasetMapper that reads images over PIL's pixel limit with tiling
+    (:func:`large_images_allowed`, in whichever process maps) and refuses them without
+    (:func:`check_image_pixels`).
+    """
+
+    def __init__(self, cfg, **kwargs):
+        super().__init__(cfg, is_train=False, **kwargs)
+        self.tiling = cfg.INPUT.TILING.SIZE > 0
+
+    def __call__(self, dataset_dict):
+        check_image_pixels(dataset_dict, self.tiling)
+        with large_images_allowed(self.tiling):
+            return super().__call__(dataset_dict)
+
+
 def tiled_test_mapper(cfg) -> DatasetMapper:
     """
     Detectron2's test DatasetMapper without its resize (ResizeShortestEdge): with tiling, the
     model gets every image at its original resolution, and TiledDetector resizes each tile (and
     each image not larger than a tile, whole) as this mapper would otherwise resize the image.
+    Images over PIL's pixel limit are read, each once, without warnings.
     """
-    return DatasetMapper(cfg, is_train=False, augmentations=[])
+    return _TestMapper(cfg, augmentations=[])
+
+
+def build_test_mapper(cfg) -> DatasetMapper:
+    """
+    The test loader's mapper: with tiling, :func:`tiled_test_mapper`; without, Detectron2's test
+    DatasetMapper (which resizes), which refuses an image over PIL's pixel limit with an
+    ImageTooLargeError that says to tile it instead of PIL's warning or error.
+    """
+    return tiled_test_mapper(cfg) if cfg.INPUT.TILING.SIZE > 0 else _TestMapper(cfg)
