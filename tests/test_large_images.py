@@ -1,5 +1,6 @@
-"""Images over PIL's pixel limit: read with tiling, refused by name without. PIL's limit is
-lowered to simulate images of hundreds of megapixels with small ones."""
+"""Images over PIL's pixel limit (read with tiling, refused by name without), and the decoded
+images the tile mapper keeps so that consecutive tiles of an image are cut from one decoding.
+PIL's limit is lowered to simulate images of hundreds of megapixels with small ones."""
 
 import warnings
 
@@ -9,7 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
+from detectron2.data import detection_utils
+from detectron2.data import transforms as T
+
+from ltm_d2.data.mapper import DecodedImages, SkippedImages, SkippingDatasetMapper
 from ltm_d2.data.tiling import (
     ImageTooLargeError,
     build_test_mapper,
@@ -98,3 +102,57 @@ def test_pils_limit_is_lifted_inside_large_images_allowed_only(monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == 1000
     with large_images_allowed(False):
         assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_consecutive_tiles_of_an_image_are_cut_from_one_decoding(image_file, monkeypatch):
+    path, pixels = image_file
+    read_image = detection_utils.read_image
+    reads = []
+
+    def counted_read(file_name, format=None):
+        reads.append(file_name)
+        return read_image(file_name, format=format)
+
+    monkeypatch.setattr(detection_utils, "read_image", counted_read)
+    mapper = training_mapper(path, "INPUT.TILING.SIZE", "128")
+    tiles = tiles_of(path)
+    mapped = [mapper(tile) for tile in tiles]
+    assert reads == [path]
+    for tile, out in zip(tiles, mapped):
+        x1, y1, x2, y2 = tile["tile"]
+        assert torch.equal(out["image"], torch.from_numpy(pixels[y1:y2, x1:x2]).permute(2, 0, 1))
+
+
+def test_augmentations_never_change_the_kept_image(image_file):
+    path, pixels = image_file
+
+    def invert_in_place(image):
+        np.subtract(255, image, out=image)
+        return image
+
+    mapper = training_mapper(path, "INPUT.TILING.SIZE", "128")
+    mapper.augmentations = T.AugmentationList(
+        [T.HFlipTransform(width=128), T.ColorTransform(invert_in_place)]
+    )
+    tile = tiles_of(path)[4]  # [102, 102, 230, 230]
+    first, again = mapper(tile)["image"], mapper(tile)["image"]
+    expected = 255 - pixels[102:230, 102:230][:, ::-1]  # (128, 128, 3)
+    assert torch.equal(first, torch.from_numpy(expected.copy()).permute(2, 0, 1))
+    assert torch.equal(again, first)
+
+
+def test_the_kept_images_are_bounded_by_bytes_the_least_recently_used_out():
+    reads = []
+
+    def read(name):
+        reads.append(name)
+        return np.zeros(400 if name == "huge" else 100, dtype=np.uint8)
+
+    kept = DecodedImages(max_bytes=200)
+    for name in ["a", "b", "a", "c", "a", "b"]:
+        kept.get(name, read)
+    assert reads == ["a", "b", "c", "b"]  # c pushed b out, a was used more recently
+    kept.get("huge", read)
+    kept.get("huge", read)
+    assert reads[-1:] == ["huge"]  # the last image is kept, even over the bound
+    assert not kept.get("huge", read).flags.writeable

@@ -1,10 +1,11 @@
-"""Skipping training images that cannot be read, and counting them."""
+"""Skipping training images that cannot be read, and counting them; the images of tiles."""
 
 import copy
 import ctypes
 import logging
 import multiprocessing as mp
-from typing import Sequence
+from collections import OrderedDict
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,11 @@ from .tiling import check_image_pixels, large_images_allowed
 from .validation import check_image_file_mode
 
 logger = logging.getLogger(__name__)
+
+# Bytes of decoded images the training mapper keeps for tiles, in each process that maps (each
+# data-loader worker): a 12000 x 12000 RGB image takes 432 MB, so two of them are kept. While it
+# decodes another image, a process holds that image too.
+TILE_IMAGE_CACHE_BYTES = 1 << 30
 
 
 class SkippedImages:
@@ -50,6 +56,30 @@ class SkippedImages:
         return first
 
 
+class DecodedImages:
+    """
+    The decoded images most recently used, by file name, at most `max_bytes` of them in all
+    (least recently used first out), but always the last one, whatever its size. The arrays are
+    read-only: users crop copies of them.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._images: "OrderedDict[str, np.ndarray]" = OrderedDict()  # least recent first
+
+    def get(self, file_name: str, read: Callable[[str], np.ndarray]) -> np.ndarray:
+        """The image of `file_name`, from `read(file_name)` when not kept."""
+        image = self._images.pop(file_name, None)
+        if image is None:
+            image = read(file_name)
+            image.flags.writeable = False
+        self._images[file_name] = image
+        total = sum(kept.nbytes for kept in self._images.values())
+        while len(self._images) > 1 and total > self.max_bytes:
+            total -= self._images.popitem(last=False)[1].nbytes
+        return image
+
+
 class SkippingDatasetMapper(DatasetMapper):
     """
     Detectron2's training :class:`DatasetMapper`, which skips an image it cannot use instead of
@@ -61,8 +91,10 @@ class SkippingDatasetMapper(DatasetMapper):
 
     A record with a "tile" [x1, y1, x2, y2] (data/tiling.py) is of that window of its image: the
     image read is cropped to it before the augmentations, and checked against the record's
-    height and width, which are the window's. With tiling, images over PIL's pixel limit are
-    read without its warning or error; without, such an image stops the run with an
+    height and width, which are the window's. The decoded images of tiles are kept
+    (:class:`DecodedImages`, TILE_IMAGE_CACHE_BYTES in each process), so that the tiles of an
+    image that follow one another are cut from one decoding. With tiling, images over PIL's pixel
+    limit are read without its warning or error; without, such an image stops the run with an
     ImageTooLargeError (data/tiling.py) that names it.
     """
 
@@ -71,6 +103,7 @@ class SkippingDatasetMapper(DatasetMapper):
         self.skipped = skipped
         self.tiling = cfg.INPUT.TILING.SIZE > 0
         self._modes_checked = set()
+        self._tile_images = DecodedImages(TILE_IMAGE_CACHE_BYTES)
 
     def _check_mode(self, dataset_dict) -> None:
         """A DatasetError for an image not of 8 bits per channel (validation.check_image_file_mode),
@@ -101,14 +134,17 @@ class SkippingDatasetMapper(DatasetMapper):
     def _map_tile(self, dataset_dict):
         """
         DatasetMapper.__call__ in training (without semantic segmentation and precomputed
-        proposals, which this project does not use) of a tile's record: the image is cropped to
-        the tile (Detectron2's CropTransform) before the size check and the augmentations; the
-        annotations are already relative to the tile.
+        proposals, which this project does not use) of a tile's record: the image, as Detectron2's
+        `read_image` returns it, is kept decoded (:class:`DecodedImages`) and a copy of the tile
+        is cut from it before the size check and the augmentations, which thus never change the
+        kept image; the annotations are already relative to the tile.
         """
         dataset_dict = copy.deepcopy(dataset_dict)  # it will be modified by code below
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = self._tile_images.get(
+            dataset_dict["file_name"], lambda f: utils.read_image(f, format=self.image_format)
+        )  # (H, W, C) of the whole image, read-only
         x1, y1, x2, y2 = dataset_dict["tile"]
-        aug_input = T.AugInput(T.CropTransform(x1, y1, x2 - x1, y2 - y1).apply_image(image))
+        aug_input = T.AugInput(image[y1:y2, x1:x2].copy())
         utils.check_image_size(dataset_dict, aug_input.image)  # an image smaller than expected
         transforms = self.augmentations(aug_input)
         image = aug_input.image  # (H, W, C)
