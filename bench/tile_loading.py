@@ -53,7 +53,8 @@ def make_image(path: str, side: int, seed: int) -> None:
     noise = rng.integers(0, 24, image.shape, dtype=np.uint8)
     cv2.add(image, noise, dst=image)
     params = [cv2.IMWRITE_JPEG_QUALITY, 90] if path.endswith(".jpg") else []
-    cv2.imwrite(path, image, params)
+    if not cv2.imwrite(path, image, params):
+        raise OSError(f"cannot write {path}")
 
 
 def record_of(path: str, side: int, seed: int) -> dict:
