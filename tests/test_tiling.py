@@ -13,8 +13,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetMapper
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
-from ltm_d2.data.tiling import cut_boxes, tile_records, tile_windows, tiled_test_mapper
+from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper, tiled_test_mapper
+from ltm_d2.data.tiling import cut_boxes, tile_records, tile_windows
 from ltm_d2.modeling import TiledDetector
 
 from support import TINY_CONFIG, detecting_model, load_tool, run, tiny_cfg

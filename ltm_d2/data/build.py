@@ -102,7 +102,7 @@ def check_test_images(cfg, progress_seconds: float = 30.0) -> None:
     use stops the run before training instead of after: a DatasetError lists each, with why.
     Progress and the time left are logged every `progress_seconds`.
     """
-    mapper = MarkingTestDatasetMapper(cfg, is_train=False, augmentations=[])
+    mapper = MarkingTestDatasetMapper(cfg, augmentations=[])
     problems = []
     for name in cfg.DATASETS.TEST:
         if name in SPLITS:

@@ -1,10 +1,15 @@
-"""Skipping images that cannot be read, in training and in evaluation, and counting them."""
+"""
+The project's dataset mappers: training skips (and counts) the images it cannot read, evaluation
+marks them; training keeps the decoded images of tiles; images over PIL's pixel limit are read
+with tiling and refused without (data/tiling.py).
+"""
 
 import copy
 import ctypes
 import logging
 import multiprocessing as mp
-from typing import Sequence
+from collections import OrderedDict
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,10 +20,15 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import SizeMismatchError
 
-from .validation import DatasetError, check_image_file_mode
+from .tiling import check_image_pixels
+from .validation import DatasetError, check_image_file_mode, large_images_allowed
 
 logger = logging.getLogger(__name__)
 
+# Bytes of decoded images the training mapper keeps for tiles, in each process that maps (each
+# data-loader worker): a 12000 x 12000 RGB image takes 432 MB, so two of them are kept. While it
+# decodes another image, a process holds that image too.
+TILE_IMAGE_CACHE_BYTES = 1 << 30
 # The key of a test record whose image could not be used; its value says why.
 UNREADABLE = "unreadable"
 
@@ -53,6 +63,30 @@ class SkippedImages:
         return first
 
 
+class DecodedImages:
+    """
+    The decoded images most recently used, by file name, at most `max_bytes` of them in all
+    (least recently used first out), but always the last one, whatever its size. The arrays are
+    read-only: users crop copies of them.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._images: "OrderedDict[str, np.ndarray]" = OrderedDict()  # least recent first
+
+    def get(self, file_name: str, read: Callable[[str], np.ndarray]) -> np.ndarray:
+        """The image of `file_name`, from `read(file_name)` when not kept."""
+        image = self._images.pop(file_name, None)
+        if image is None:
+            image = read(file_name)
+            image.flags.writeable = False
+        self._images[file_name] = image
+        total = sum(kept.nbytes for kept in self._images.values())
+        while len(self._images) > 1 and total > self.max_bytes:
+            total -= self._images.popitem(last=False)[1].nbytes
+        return image
+
+
 class SkippingDatasetMapper(DatasetMapper):
     """
     Detectron2's training :class:`DatasetMapper`, which skips an image it cannot use instead of
@@ -64,13 +98,19 @@ class SkippingDatasetMapper(DatasetMapper):
 
     A record with a "tile" [x1, y1, x2, y2] (data/tiling.py) is of that window of its image: the
     image read is cropped to it before the augmentations, and checked against the record's
-    height and width, which are the window's.
+    height and width, which are the window's. The decoded images of tiles are kept
+    (:class:`DecodedImages`, TILE_IMAGE_CACHE_BYTES in each process), so that the tiles of an
+    image that follow one another are cut from one decoding. With tiling, images over PIL's pixel
+    limit are read without its warning or error; without, such an image stops the run with an
+    ImageTooLargeError (data/tiling.py) that names it.
     """
 
     def __init__(self, cfg, skipped: SkippedImages):
         super().__init__(cfg, is_train=True)
         self.skipped = skipped
+        self.tiling = cfg.INPUT.TILING.SIZE > 0
         self._modes_checked = set()
+        self._tile_images = DecodedImages(TILE_IMAGE_CACHE_BYTES)
 
     def _check_mode(self, dataset_dict) -> None:
         """A DatasetError for an image not of 8 bits per channel (validation.check_image_file_mode),
@@ -82,11 +122,13 @@ class SkippingDatasetMapper(DatasetMapper):
         self._modes_checked.add(file_name)
 
     def __call__(self, dataset_dict):
+        check_image_pixels(dataset_dict, self.tiling)
         try:
-            self._check_mode(dataset_dict)
-            if "tile" in dataset_dict:
-                return self._map_tile(dataset_dict)
-            return super().__call__(dataset_dict)
+            with large_images_allowed(self.tiling):
+                self._check_mode(dataset_dict)
+                if "tile" in dataset_dict:
+                    return self._map_tile(dataset_dict)
+                return super().__call__(dataset_dict)
         except (OSError, SizeMismatchError) as e:
             file_name = dataset_dict["file_name"]
             if self.skipped.mark(file_name):
@@ -99,14 +141,17 @@ class SkippingDatasetMapper(DatasetMapper):
     def _map_tile(self, dataset_dict):
         """
         DatasetMapper.__call__ in training (without semantic segmentation and precomputed
-        proposals, which this project does not use) of a tile's record: the image is cropped to
-        the tile (Detectron2's CropTransform) before the size check and the augmentations; the
-        annotations are already relative to the tile.
+        proposals, which this project does not use) of a tile's record: the image, as Detectron2's
+        `read_image` returns it, is kept decoded (:class:`DecodedImages`) and a copy of the tile
+        is cut from it before the size check and the augmentations, which thus never change the
+        kept image; the annotations are already relative to the tile.
         """
         dataset_dict = copy.deepcopy(dataset_dict)  # it will be modified by code below
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = self._tile_images.get(
+            dataset_dict["file_name"], lambda f: utils.read_image(f, format=self.image_format)
+        )  # (H, W, C) of the whole image, read-only
         x1, y1, x2, y2 = dataset_dict["tile"]
-        aug_input = T.AugInput(T.CropTransform(x1, y1, x2 - x1, y2 - y1).apply_image(image))
+        aug_input = T.AugInput(image[y1:y2, x1:x2].copy())
         utils.check_image_size(dataset_dict, aug_input.image)  # an image smaller than expected
         transforms = self.augmentations(aug_input)
         image = aug_input.image  # (H, W, C)
@@ -118,17 +163,26 @@ class SkippingDatasetMapper(DatasetMapper):
 
 class MarkingTestDatasetMapper(DatasetMapper):
     """
-    Detectron2's test :class:`DatasetMapper` (same arguments), which does not end an evaluation
-    on an image it cannot use (missing, truncated or undecodable, of another size than the
-    dataset's, not of 8 bits per channel, over PIL's pixel limit): it returns the record's
-    "file_name", "image_id", "height" and "width" with UNREADABLE saying why, and no "image".
-    :class:`ltm_d2.evaluation.SkippingUnreadableImages` leaves such images out of the evaluation.
+    Detectron2's test :class:`DatasetMapper` (its arguments but `is_train`), which does not end an
+    evaluation on an image it cannot use (missing, truncated or undecodable, of another size than
+    the dataset's, not of 8 bits per channel, or over PIL's pixel limit without tiling): it
+    returns the record's "file_name", "image_id", "height" and "width" with UNREADABLE saying why,
+    and no "image". :class:`ltm_d2.evaluation.SkippingUnreadableImages` leaves such images out of
+    the evaluation. With tiling, images over PIL's pixel limit are read without its warning.
     """
+
+    def __init__(self, cfg, **kwargs):
+        super().__init__(cfg, is_train=False, **kwargs)
+        self.tiling = cfg.INPUT.TILING.SIZE > 0
 
     def __call__(self, dataset_dict):
         try:
-            check_image_file_mode(dataset_dict["file_name"], f"image id {dataset_dict['image_id']}")
-            return super().__call__(dataset_dict)
+            check_image_pixels(dataset_dict, self.tiling)
+            with large_images_allowed(self.tiling):
+                check_image_file_mode(
+                    dataset_dict["file_name"], f"image id {dataset_dict['image_id']}"
+                )
+                return super().__call__(dataset_dict)
         except (
             OSError,
             SyntaxError,
@@ -142,3 +196,18 @@ class MarkingTestDatasetMapper(DatasetMapper):
                 if k in dataset_dict
             }
             return {**kept, UNREADABLE: f"{type(e).__name__}: {e}"}
+
+
+def tiled_test_mapper(cfg) -> MarkingTestDatasetMapper:
+    """
+    The test mapper without its resize (ResizeShortestEdge): with tiling, the model gets every
+    image at its original resolution, and TiledDetector resizes each tile (and each image not
+    larger than a tile, whole) as this mapper would otherwise resize the image.
+    """
+    return MarkingTestDatasetMapper(cfg, augmentations=[])
+
+
+def build_test_mapper(cfg) -> MarkingTestDatasetMapper:
+    """The test loader's mapper: :func:`tiled_test_mapper` with tiling; without, the test mapper
+    that resizes the image as Detectron2's does."""
+    return tiled_test_mapper(cfg) if cfg.INPUT.TILING.SIZE > 0 else MarkingTestDatasetMapper(cfg)

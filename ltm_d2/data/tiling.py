@@ -4,8 +4,12 @@ tiles, in pixels of the original image (INPUT.TILING.*):
 
 - training: every record of an image larger than a tile becomes one record per tile
   (:func:`tile_records`), whose image the training mapper crops to the tile;
-- test: the test loader does not resize the image (:func:`tiled_test_mapper`);
-  :class:`ltm_d2.modeling.TiledDetector` detects on its tiles and merges their detections.
+- test: the test loader does not resize the image (data/mapper.py :func:`tiled_test_mapper`);
+  :class:`ltm_d2.modeling.TiledDetector` detects on its tiles and merges their detections;
+- PIL's decompression-bomb limit (validation.py :func:`large_images_allowed`): lifted for this
+  project's reads with tiling, which is for images that large; without tiling, an image over it
+  is refused
+  (:func:`check_image_pixels`), since read whole it would be shrunk to the network's input.
 
 Built on Detectron2's own pieces (CropTransform, DatasetMapper, batched NMS) rather than SAHI,
 which loads Detectron2 models through Detectron2's plain `get_cfg`: that config refuses this
@@ -16,19 +20,52 @@ import logging
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
-from detectron2.data import DatasetMapper
 from detectron2.structures import BoxMode
 
-from .mapper import MarkingTestDatasetMapper
+from .validation import DatasetError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["tile_windows", "cut_boxes", "tile_records", "tiled_test_mapper"]
+__all__ = [
+    "tile_windows",
+    "cut_boxes",
+    "tile_records",
+    "check_image_pixels",
+    "ImageTooLargeError",
+]
 
 # Annotation keys of geometry other than the box; not carried into tiles (this project detects
 # boxes only, and its mapper drops them in any case).
 _UNTILED_KEYS = ("segmentation", "keypoints")
+
+
+class ImageTooLargeError(DatasetError):
+    """An image over PIL's pixel limit to be read whole (without tiling)."""
+
+
+def check_image_pixels(record: Dict, tiling: bool) -> None:
+    """
+    Without `tiling` (INPUT.TILING.SIZE 0), an ImageTooLargeError for a record whose image
+    ("height" x "width") is over PIL's pixel limit (`Image.MAX_IMAGE_PIXELS`, 89.5 megapixels by
+    default): PIL would warn at every read of it, or refuse it above twice the limit, and read
+    whole it would be shrunk to the network's input size, its objects with it. With tiling,
+    images of any size are read (:func:`.validation.large_images_allowed`).
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    height, width = record.get("height"), record.get("width")
+    if tiling or limit is None or height is None or width is None:
+        return
+    if height * width > limit:
+        raise ImageTooLargeError(
+            f"image id {record.get('image_id')}: image {record['file_name']} is {width} x "
+            f"{height} pixels ({height * width / 1e6:.1f} megapixels), over the "
+            f"{limit / 1e6:.1f} megapixels PIL reads without a decompression-bomb warning, and "
+            "read whole it would be shrunk to the network's input size; set INPUT.TILING.SIZE "
+            "(e.g. 800; docs/own_data.md, 'Images larger than the network input') to train and "
+            "detect on tiles of it at full resolution"
+        )
 
 
 def _starts(length: int, size: int, stride: int) -> np.ndarray:
@@ -142,13 +179,3 @@ def tile_records(records: List[Dict], size: int, overlap: float, min_visible: fl
         f"images larger than a tile; {len(records) - num_tiled_images} images used whole."
     )
     return tiled
-
-
-def tiled_test_mapper(cfg) -> DatasetMapper:
-    """
-    The project's test DatasetMapper (:class:`MarkingTestDatasetMapper`) without its resize
-    (ResizeShortestEdge): with tiling, the model gets every image at its original resolution, and
-    TiledDetector resizes each tile (and each image not larger than a tile, whole) as this mapper
-    would otherwise resize the image.
-    """
-    return MarkingTestDatasetMapper(cfg, is_train=False, augmentations=[])

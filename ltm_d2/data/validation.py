@@ -12,12 +12,14 @@ zero width or height (COCO's own files hold a few) are counted and logged, and D
 leaves them out of training (`filter_empty_instances`).
 """
 
+import contextlib
 import functools
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import ExifTags, Image
@@ -55,6 +57,43 @@ def check_image_mode(mode: str, path: str, where: str) -> None:
         )
 
 
+# Readers inside large_images_allowed() (nested or in other threads), and PIL's limit before the
+# first of them entered: the limit is one global of the PIL module.
+_lift_lock = threading.Lock()
+_lift_count = 0
+_saved_limit = None
+
+
+@contextlib.contextmanager
+def large_images_allowed(allowed: bool = True) -> Iterator[None]:
+    """
+    Inside, PIL reads images of any size: its decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`,
+    89.5 megapixels by default), which warns (DecompressionBombWarning) at every read of an
+    image above it and refuses one above twice it (DecompressionBombError, at `Image.open`), is
+    lifted; it is restored on leaving. A guard against hostile files from the web, it would
+    otherwise stop the orthomosaics that tiling is for, which are the user's own data. Nothing
+    happens when `allowed` is False.
+
+    Wrap the reads themselves (`Image.open`, Detectron2's `read_image`), in the process that
+    reads: a data-loader worker, forked or spawned, runs its mapper's reads inside it.
+    """
+    global _lift_count, _saved_limit
+    if not allowed:
+        yield
+        return
+    with _lift_lock:
+        if _lift_count == 0:
+            _saved_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _lift_count += 1
+    try:
+        yield
+    finally:
+        with _lift_lock:
+            _lift_count -= 1
+            if _lift_count == 0:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
+
+
 # EXIF orientations that turn the image by a quarter: Detectron2's `read_image` applies them,
 # so the pixels it reads have the stored image's width and height swapped.
 _QUARTER_TURNS = (5, 6, 7, 8)
@@ -77,7 +116,7 @@ def read_image_header(path: str) -> ImageHeader:
     where the header holds it (a PNG's eXIf chunk after the pixels is not looked for). OSError (or
     PIL's SyntaxError) where the file cannot be opened as an image.
     """
-    with PathManager.open(path, "rb") as f, Image.open(f) as image:
+    with large_images_allowed(), PathManager.open(path, "rb") as f, Image.open(f) as image:
         width, height = image.size
         try:
             # Image.getexif itself, which a PNG overrides to decode the whole image first.

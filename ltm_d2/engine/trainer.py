@@ -17,9 +17,8 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
-from ..data.mapper import MarkingTestDatasetMapper
+from ..data.mapper import build_test_mapper
 from ..data.shapes import SPLITS, ensure_split
-from ..data.tiling import tiled_test_mapper
 from ..evaluation import (
     NMSRecallEvaluator,
     SkippingCOCOEvaluator,
@@ -219,15 +218,11 @@ class Trainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         """
         Detectron2's test loader, whose mapper marks the images it cannot read instead of ending
-        the evaluation (:class:`MarkingTestDatasetMapper`); with INPUT.TILING.SIZE > 0, it does
-        not resize the images (:func:`tiled_test_mapper`): :class:`TiledDetector` cuts the tiles
-        from the original image and resizes each.
+        the evaluation (:func:`build_test_mapper`); with INPUT.TILING.SIZE > 0, it does not
+        resize the images: :class:`TiledDetector` cuts the tiles from the original image and
+        resizes each.
         """
-        if cfg.INPUT.TILING.SIZE > 0:
-            mapper = tiled_test_mapper(cfg)
-        else:
-            mapper = MarkingTestDatasetMapper(cfg, is_train=False)
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

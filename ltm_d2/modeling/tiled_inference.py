@@ -85,14 +85,14 @@ class TiledDetector(nn.Module):
         if len(windows) == 1:
             (output,) = self.model([self._model_input(image, input["height"], input["width"])])
             return output
-        tiles = [
-            self._model_input(image[:, y1:y2, x1:x2], y2 - y1, x2 - x1)
-            for x1, y1, x2, y2 in windows
-        ]
         detections = []  # T Instances, in tile pixels
-        for start in range(0, len(tiles), self.tiles_per_batch):
-            outputs = self.model(tiles[start : start + self.tiles_per_batch])
-            detections.extend(output["instances"] for output in outputs)
+        for start in range(0, len(windows), self.tiles_per_batch):
+            # Resized tiles are made batch by batch: all of a big image's would take gigabytes.
+            tiles = [
+                self._model_input(image[:, y1:y2, x1:x2], y2 - y1, x2 - x1)
+                for x1, y1, x2, y2 in windows[start : start + self.tiles_per_batch]
+            ]
+            detections.extend(output["instances"] for output in self.model(tiles))
         boxes = torch.cat([d.pred_boxes.tensor for d in detections])  # (R, 4)
         counts = torch.tensor([len(d) for d in detections])  # (T,)
         offsets = torch.as_tensor(windows[:, :2], dtype=boxes.dtype).repeat(1, 2)  # (T, 4)
