@@ -70,7 +70,7 @@ def test_config_model_builds_and_runs_one_training_forward_pass(path, monkeypatc
     model = build_model(cfg)
     assert type(model).__name__ == cfg.MODEL.META_ARCHITECTURE
     if cfg.MODEL.META_ARCHITECTURE != "RetinaNet":
-        assert (model.matching, model.bag_size, model.bag_sample, model.bbox_reg_weight) == (
+        assert (model.matching.name, model.bag_size, model.bag_sample, model.bbox_reg_weight) == (
             cfg.MODEL.LTM.MATCHING,
             cfg.MODEL.LTM.BAG_SIZE,
             cfg.MODEL.LTM.BAG_SAMPLE,

@@ -12,6 +12,7 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import Boxes, pairwise_iou
 
 from ltm_d2 import LTMAF
+from ltm_d2.modeling.matchings import FreeAnchorMatching
 
 from support import CUDA, build_tiny_model, make_input, random_boxes
 
@@ -109,7 +110,7 @@ def reference_loss(model, batched_inputs):
 
     num_images, num_anchors, num_classes = logits.shape
     p = logits.sigmoid()
-    beta, l1_beta, gamma = model.bbox_reg_weight, model.match_smooth_l1_beta, model.match_gamma
+    beta, l1_beta, gamma = model.bbox_reg_weight, model.match_smooth_l1_beta, model.matching.gamma
     bag_size = min(model.bag_size, num_anchors)
 
     objects = []  # (image, class, box, bag)
@@ -120,7 +121,7 @@ def reference_loss(model, batched_inputs):
         # breaks them: by torch.topk on the IoU matrix. tests/test_bags.py checks the set property.
         # LTM-AF's point bags are checked on their own in tests/test_point_bags.py.
         if anchor_free:
-            bags = model.build_bags(Boxes(anchors.float()), gt)[0]
+            bags = model.build_bags(Boxes(anchors.float()), gt)
         else:
             bags = pairwise_iou(gt.gt_boxes, Boxes(anchors.float())).topk(bag_size, dim=1).indices
         for box, c, bag in zip(gt.gt_boxes.tensor.double(), gt.gt_classes.tolist(), bags.tolist()):
@@ -132,8 +133,8 @@ def reference_loss(model, batched_inputs):
         positive = positive - torch.log((phi / (1 - phi)).sum() / (1 / (1 - phi)).sum())  # Eq. 10
 
     num_objects = max(1, len(objects))
-    if model.matching == "freeanchor":
-        t1, alpha = model.iou_threshold, model.match_alpha
+    if isinstance(model.matching, FreeAnchorMatching):
+        t1, alpha = model.matching.iou_threshold, model.matching.alpha
         suppression = torch.zeros_like(p)
         for n, c, box, _ in objects:
             pred_iou = torch.stack(
@@ -241,10 +242,10 @@ def test_the_loss_on_the_gpu_equals_the_cpu_loss_on_the_same_predictions(storage
     inputs = batch(0)
     anchors, logits, deltas = head_outputs(model, inputs)
     gt = [x["instances"] for x in inputs]
-    on_cpu = model.matching_losses(anchors, logits, deltas, gt)
+    on_cpu = model.matching.joined_losses(model, anchors, logits, deltas, gt)
     model.to(device)
-    on_device = model.matching_losses(
-        anchors.to(device), logits.to(device), deltas.to(device), [x.to(device) for x in gt]
+    on_device = model.matching.joined_losses(
+        model, anchors.to(device), logits.to(device), deltas.to(device), [x.to(device) for x in gt]
     )
     assert on_device.keys() == on_cpu.keys()
     for name in on_cpu:

@@ -61,7 +61,7 @@ def test_matching_runs_in_float32_under_autocast(storage, device, variant):
         for level, k in zip(predictions, (model.num_classes, 4))
     )
     anchors = Boxes.cat(model.anchor_generator(features))
-    expected = model.matching_losses(anchors, logits, deltas, gt)
+    expected = model.matching.joined_losses(model, anchors, logits, deltas, gt)
     for name in expected:
         torch.testing.assert_close(losses[name], expected[name], rtol=1e-6, atol=0)
 

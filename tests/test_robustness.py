@@ -52,7 +52,7 @@ def test_logits_anywhere_in_minus_50_to_50_with_wild_deltas(storage, device, mod
     logits = (torch.rand(2, len(anchors), 6, generator=g) * 100 - 50).to(device).requires_grad_()
     deltas = (torch.randn(2, len(anchors), 4, generator=g) * 20).to(device).requires_grad_()
     gt = [x["instances"].to(device) for x in inputs]
-    losses = model.matching_losses(anchors, logits, deltas, gt)
+    losses = model.matching.joined_losses(model, anchors, logits, deltas, gt)
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert torch.isfinite(logits.grad).all() and torch.isfinite(deltas.grad).all()

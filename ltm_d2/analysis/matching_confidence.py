@@ -65,7 +65,7 @@ def bag_confidence(model: LTM, batched_input: dict, objects: Sequence[int]) -> B
     )
     anchors = Boxes.cat(model.anchor_generator(features))
     gt = batched_input["instances"][list(objects)].to(model.device)
-    bags, _ = model.build_bags(anchors, gt)  # (I, K)
+    bags = model.build_bags(anchors, gt)  # (I, K)
     loc_likelihood = model.localisation_likelihood(
         anchors, cat(deltas, dim=1)[0], bags, gt.gt_boxes
     )

@@ -12,7 +12,8 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances
 
 from .bags import point_bags
-from .ltm import LTM, member_targets
+from .ltm import LTM
+from .matchings import LearnedMatching, member_targets
 
 
 @META_ARCH_REGISTRY.register()
@@ -36,8 +37,11 @@ class LTMAF(LTM):
             kwargs: the arguments of :class:`LTM`.
         """
         super().__init__(**kwargs)
-        if self.matching == "topk":
-            raise ValueError("LTMAF supports MODEL.LTM.MATCHING 'ltm' and 'freeanchor', not 'topk'")
+        if not isinstance(self.matching, LearnedMatching):
+            raise ValueError(
+                "LTMAF supports MODEL.LTM.MATCHING 'ltm' and 'freeanchor', not "
+                f"{self.matching.name!r}"
+            )
         self.central_region = central_region
         # The distances l, t, r, b pass through a ReLU. Starting them at one stride instead of 0
         # keeps every point out of the ReLU's dead zone: from zero, a run trained from scratch on
@@ -61,11 +65,12 @@ class LTMAF(LTM):
         )
         return ret
 
-    def build_bags(self, anchors: Boxes, gt_instances: Instances):
-        """Returns the (I, K) point bags of one image's objects and their (I, J) distances."""
-        return point_bags(
+    def build_bags(self, anchors: Boxes, gt_instances: Instances) -> Tensor:
+        """(I, K) point indices: the point bags of one image's objects (:func:`point_bags`)."""
+        bags, _ = point_bags(
             anchors, gt_instances.gt_boxes, self.bag_size, self.central_region, self.bag_sample
         )
+        return bags
 
     def localisation_likelihood(
         self, anchors: Boxes, deltas: Tensor, bags: Tensor, gt_boxes: Boxes
