@@ -3,7 +3,7 @@
 import os
 import tempfile
 
-from .data.build import check_test_images, check_training_datasets
+from .data.build import check_test_images, check_training_datasets, warn_of_crowded_test_images
 from .engine.precision import GPU_PRECISIONS
 from .errors import UserError
 
@@ -35,7 +35,8 @@ def check_output_dir(output_dir: str) -> None:
 def check_run(cfg, training: bool, resume: bool = False) -> None:
     """
     The checks of a training or evaluation run of `cfg`: the output folder, the weights (not read
-    when --resume finds a checkpoint in OUTPUT_DIR to continue from) and, for training, the
+    when --resume finds a checkpoint in OUTPUT_DIR to continue from), test images holding more
+    objects than the detections kept (a warning) and, for training, the
     training datasets (:func:`check_training_datasets`), the test images (:func:`check_test_images`:
     an image the evaluation after training cannot read stops the run now) and the mixed precision
     asked for.
@@ -43,6 +44,7 @@ def check_run(cfg, training: bool, resume: bool = False) -> None:
     check_output_dir(cfg.OUTPUT_DIR)
     if not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
         check_weights_file(cfg.MODEL.WEIGHTS)
+    warn_of_crowded_test_images(cfg)
     if training:
         if cfg.SOLVER.MAX_ITER < 1:
             raise UserError(

@@ -238,14 +238,21 @@ def test_an_unknown_format_is_refused_listing_the_formats():
         cfg_for(["yolo:data/train"])
 
 
-def test_evaluation_warns_when_an_image_holds_more_objects_than_the_detections_kept(
+def test_a_run_warns_when_a_test_image_holds_more_objects_than_the_detections_kept(
     tmp_path, images, caplog
 ):
-    from ltm_d2.engine import Trainer
+    from ltm_d2.preflight import check_run
 
     path = write_csv(str(tmp_path), images)  # three objects per image
-    cfg = cfg_for([f"csv:{path}"], [f"csv:{path}"], "TEST.DETECTIONS_PER_IMAGE", "2")
-    Trainer.build_evaluator(cfg, f"csv:{path}", str(tmp_path / "inference"))
+    cfg = cfg_for(
+        [f"csv:{path}"],
+        [f"csv:{path}"],
+        "TEST.DETECTIONS_PER_IMAGE",
+        "2",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+    )
+    check_run(cfg, training=False)
     assert (
         "an image has 3 objects, but the model keeps at most TEST.DETECTIONS_PER_IMAGE 2"
         in caplog.text

@@ -95,6 +95,21 @@ def check_training_datasets(cfg) -> None:
             DatasetCatalog.get(name)  # its classes are checked now, not after training
 
 
+def warn_of_crowded_test_images(cfg) -> None:
+    """Warn where a test image of cfg.DATASETS.TEST holds more objects than the model keeps
+    detections (TEST.DETECTIONS_PER_IMAGE), which bounds its recall and AP."""
+    for name in cfg.DATASETS.TEST:
+        if name in SPLITS:
+            ensure_split(name)
+        most = max((len(r.get("annotations", ())) for r in DatasetCatalog.get(name)), default=0)
+        if most > cfg.TEST.DETECTIONS_PER_IMAGE:
+            logger.warning(
+                f"{name}: an image has {most} objects, but the model keeps at most "
+                f"TEST.DETECTIONS_PER_IMAGE {cfg.TEST.DETECTIONS_PER_IMAGE} detections per image, "
+                "which bounds its recall and AP: raise it"
+            )
+
+
 def check_test_images(cfg, progress_seconds: float = 30.0) -> None:
     """
     Read every image of cfg.DATASETS.TEST as the evaluation after training will read it (the

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
@@ -174,15 +174,6 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         metadata = MetadataCatalog.get(dataset_name)
-        most = max(
-            (len(r.get("annotations", ())) for r in DatasetCatalog.get(dataset_name)), default=0
-        )
-        if most > cfg.TEST.DETECTIONS_PER_IMAGE:
-            logging.getLogger("ltm_d2").warning(
-                f"{dataset_name}: an image has {most} objects, but the model keeps at most "
-                f"TEST.DETECTIONS_PER_IMAGE {cfg.TEST.DETECTIONS_PER_IMAGE} detections per image, "
-                "which bounds its recall and AP: raise it"
-            )
         if metadata.get("evaluator_type") == "pascal_voc":
             evaluator = VOCEvaluator(dataset_name, output_folder)
         else:
