@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from ltm_d2.config import load_config
-from ltm_d2.study import (
+from dev.study import (
     DETECTORS,
     PRESETS,
     StudyRunner,
@@ -18,6 +17,7 @@ from ltm_d2.study import (
     plan_study,
     train_command,
 )
+from ltm_d2.config import load_config
 
 from support import REPO, TINY_CONFIG
 
@@ -146,7 +146,7 @@ def run_study(tmp_path, *args):
         path.write_text(f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  META_ARCHITECTURE: "{architecture}"\n')
         configs[kind] = str(path)
     script = (
-        "import runpy; from ltm_d2.study import PRESETS, Preset; "
+        "import runpy; from dev.study import PRESETS, Preset; "
         f"PRESETS['tiny'] = Preset(configs={configs!r}, val_dataset='ltm_shapes_mini_val', "
         "tune_dataset='ltm_shapes_mini_train', opts=("
         "'SOLVER.MAX_ITER', '2', 'MODEL.RETINANET.SCORE_THRESH_TEST', '0.0'), seeds=(1,)); "

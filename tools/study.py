@@ -21,10 +21,19 @@ import time
 from detectron2.utils.logger import setup_logger
 
 from ltm_d2.errors import run_main
-from ltm_d2.study import DETECTORS, PRESETS, StudyRunner, plan_study, train_command, write_report
 
-# The checkout this script is part of: its train_net.py and configs train the runs.
+# The checkout this script is part of: its train_net.py and configs train the runs, and its dev/
+# holds the study's planning, runner and tables.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from dev.study import (  # noqa: E402
+    DETECTORS,
+    PRESETS,
+    StudyRunner,
+    plan_study,
+    train_command,
+    write_report,
+)
 
 
 def parse_args(argv=None):
@@ -77,6 +86,7 @@ def _commit() -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logger = setup_logger(name="ltm_d2")
+    setup_logger(name="dev")  # the runner's progress (dev/study.py)
     preset = PRESETS[args.preset]
     dataset = preset.tune_dataset if args.tune else preset.val_dataset
     output_dir = args.output_dir or os.path.join(

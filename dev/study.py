@@ -20,13 +20,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .analysis.crowdedness import (
+from ltm_d2.analysis.crowdedness import (
     CROWDEDNESS_GROUPS,
     ap_on_image_groups,
     group_images,
     relative_improvement,
 )
-from .evaluation.coco_ap import average_precision, coco_ground_truth, evaluate_boxes
+from ltm_d2.evaluation.coco_ap import average_precision, coco_ground_truth, evaluate_boxes
 
 logger = logging.getLogger(__name__)
 
