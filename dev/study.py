@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dev.report import markdown_table
 from ltm_d2.analysis.crowdedness import (
     CROWDEDNESS_GROUPS,
     ap_on_image_groups,
@@ -375,7 +376,7 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
         f"ΔAP vs {baseline}",
         *[f"AP {c}" if c in CROWDEDNESS_GROUPS else c for c in MAIN_COLUMNS[1:]],
     ]
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    rows = []
     for label in study.main_rows:
         finished = [r for _, r in _finished(study, results, label)]
         gains = [r["AP"] - b["AP"] for r, b in _paired_with_baseline(study, results, label)]
@@ -386,8 +387,8 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
             "—" if label == baseline else _cell(gains, signed=True),
         ]
         cells += [_cell([r[c] for r in finished]) for c in MAIN_COLUMNS[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows)
 
 
 def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
@@ -395,10 +396,7 @@ def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -
     seed."""
     baseline = DETECTORS[BASELINE][0]
     groups = list(CROWDEDNESS_GROUPS)
-    lines = [
-        "| detector | " + " | ".join(f"{g} (vs {baseline})" for g in groups) + " |",
-        "|---" * (len(groups) + 1) + "|",
-    ]
+    rows = []
     for label in study.main_rows:
         if label == baseline:
             continue
@@ -408,18 +406,19 @@ def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -
             + ("%" if pairs else "")
             for g in groups
         ]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([label, *cells])
+    return markdown_table(["detector", *(f"{g} (vs {baseline})" for g in groups)], rows)
 
 
 def ablation_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
     """Tables 3 and 5 in miniature: LTM's AP, AP50 and NR for each bag size K, S of K, and beta."""
-    lines = ["| ablation | K | S | β | AP | AP50 | AP dense | NR |", "|---" * 8 + "|"]
+    rows = []
     for table, k, s, beta, name in study.ablation_rows:
         r = results.get(name)
         figures = [f"{r[c]:.1f}" for c in ("AP", "AP50", "dense", "NR")] if r else ["—"] * 4
-        lines.append(f"| {table} | {k} | {s or 'K'} | {beta} | " + " | ".join(figures) + " |")
-    return "\n".join(lines)
+        rows.append([table, str(k), str(s or "K"), str(beta), *figures])
+    header = ["ablation", "K", "S", "β", "AP", "AP50", "AP dense", "NR"]
+    return markdown_table(header, rows)
 
 
 def plot_crowdedness(path: str, study: Study, results: Dict[str, Dict[str, float]]) -> None:

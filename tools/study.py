@@ -14,7 +14,6 @@ and prints the tables. Interrupted, it resumes where it stopped (finished runs a
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -26,6 +25,7 @@ from ltm_d2.errors import run_main
 # holds the study's planning, runner and tables.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from dev.report import git_commit  # noqa: E402
 from dev.study import (  # noqa: E402
     DETECTORS,
     PRESETS,
@@ -73,16 +73,6 @@ def parse_args(argv=None):
     return args
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     logger = setup_logger(name="ltm_d2")
@@ -104,7 +94,7 @@ def main(argv=None) -> int:
         f"into {output_dir}, "
         f"{args.jobs} at a time; evaluated on {dataset}"
     )
-    start, commit = time.perf_counter(), _commit()
+    start, commit = time.perf_counter(), git_commit(REPO)
     failed = [] if args.report_only else runner.run()
     command = " ".join(["python tools/study.py", *(argv if argv is not None else sys.argv[1:])])
     header = (
