@@ -77,3 +77,19 @@ def test_the_usage_of_every_command_line_prints_its_continued_lines_as_written()
             if "\\\n" not in docstring:
                 joined.append(os.path.relpath(path, REPO))
     assert joined == []
+
+
+def test_docs_layout_lists_every_module_and_only_modules_that_exist():
+    # docs/layout.md is where a reader looks for a module: each one of these folders is named
+    # there by its path (a package's __init__.py by its folder's modules), and no path of a module
+    # that moved or went away stays behind.
+    layout = open(os.path.join(REPO, "docs", "layout.md"), encoding="utf-8").read()
+    listed = set(re.findall(r"[\w/]+\.py\b", layout))
+    on_disk = {
+        os.path.relpath(path, REPO)
+        for path in python_files("ltm_d2", "dev", "tools", "bench", "demo")
+        if os.path.basename(path) != "__init__.py"
+    }
+    assert sorted(on_disk - listed) == [], "modules missing from docs/layout.md"
+    gone = [path for path in listed if not os.path.isfile(os.path.join(REPO, path))]
+    assert sorted(gone) == [], "docs/layout.md names modules that do not exist"
