@@ -39,7 +39,7 @@ def test_code_and_docs_cite_the_paper_or_the_docs_never_internal_documents():
     # The project's internal notes are not shipped: sources cite the paper (section, equation,
     # table) or a page under docs/.
     internal = re.compile(r"[S]PEC\b|[Ii]ssue \d")  # [S]: this line does not match itself
-    files = python_files("ltm_d2", "tools", "tests", "bench", "demo") + [
+    files = python_files("ltm_d2", "dev", "tools", "tests", "bench", "demo") + [
         os.path.join(REPO, "train_net.py"),
         os.path.join(REPO, "setup.py"),
     ]
