@@ -1,6 +1,6 @@
 """
 The fuzzing campaign of the training losses (`make fuzz`; outside the test suite, which runs a
-fixed subset): random cases (ltm_d2/loss_fuzzing.py: 1-3 images of 64x64 px, 0 to 3000 objects
+fixed subset): random cases (dev/loss_fuzzing.py: 1-3 images of 64x64 px, 0 to 3000 objects
 each, tiny, huge, degenerate, identical boxes and boxes outside the image, logits in [-50, 50],
 deltas up to ±50) for every matching mode, with S-of-K bags and under bfloat16 autocast, checking
 that every loss and gradient is finite. Prints the cases run per mode, each failure with the line
@@ -21,9 +21,11 @@ import torch
 from detectron2.modeling import build_model
 
 from ltm_d2 import load_config
-from ltm_d2.loss_fuzzing import NUM_CLASSES, anchors_of, check_case, draw_case
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # dev/ of this checkout: the fuzzing cases
+from dev.loss_fuzzing import NUM_CLASSES, anchors_of, check_case, draw_case  # noqa: E402
+
 CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_tiny.yaml")
 LTM_AF = ("MODEL.META_ARCHITECTURE", "LTMAF", "MODEL.LTM.BBOX_REG_WEIGHT", "5.5")
 BAG_SAMPLE = ("MODEL.LTM.BAG_SAMPLE", "8")

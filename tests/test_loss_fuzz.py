@@ -2,7 +2,7 @@
 Property-based fuzzing of the training losses: for `ltm`, `freeanchor`, `topk` and LTM-AF, the
 loss and its gradients are finite for any logits in [-50, 50], any box deltas, and any objects:
 0 to 1000 per image, 1 to 3 images, tiny, huge, degenerate after clipping to the image, heavily
-overlapping or identical boxes (ltm_d2/loss_fuzzing.py). `make fuzz` runs the long campaign.
+overlapping or identical boxes (dev/loss_fuzzing.py). `make fuzz` runs the long campaign.
 
 Hypothesis profiles (HYPOTHESIS_PROFILE): "ci", the default, runs a fixed, derandomized set of
 CASES_PER_MODE cases per mode with a deadline generous enough for a slow 2-core machine; "dev"
@@ -17,7 +17,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ltm_d2.loss_fuzzing import (
+from dev.loss_fuzzing import (
     BOX_KINDS,
     LOGIT_KINDS,
     NUM_CLASSES,

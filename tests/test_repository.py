@@ -39,7 +39,7 @@ def test_code_and_docs_cite_the_paper_or_the_docs_never_internal_documents():
     # The project's internal notes are not shipped: sources cite the paper (section, equation,
     # table) or a page under docs/.
     internal = re.compile(r"[S]PEC\b|[Ii]ssue \d")  # [S]: this line does not match itself
-    files = python_files("ltm_d2", "tools", "tests", "bench", "demo") + [
+    files = python_files("ltm_d2", "dev", "tools", "tests", "bench", "demo") + [
         os.path.join(REPO, "train_net.py"),
         os.path.join(REPO, "setup.py"),
     ]
@@ -77,3 +77,19 @@ def test_the_usage_of_every_command_line_prints_its_continued_lines_as_written()
             if "\\\n" not in docstring:
                 joined.append(os.path.relpath(path, REPO))
     assert joined == []
+
+
+def test_docs_layout_lists_every_module_and_only_modules_that_exist():
+    # docs/layout.md is where a reader looks for a module: each one of these folders is named
+    # there by its path (a package's __init__.py by its folder's modules), and no path of a module
+    # that moved or went away stays behind.
+    layout = open(os.path.join(REPO, "docs", "layout.md"), encoding="utf-8").read()
+    listed = set(re.findall(r"[\w/]+\.py\b", layout))
+    on_disk = {
+        os.path.relpath(path, REPO)
+        for path in python_files("ltm_d2", "dev", "tools", "bench", "demo")
+        if os.path.basename(path) != "__init__.py"
+    }
+    assert sorted(on_disk - listed) == [], "modules missing from docs/layout.md"
+    gone = [path for path in listed if not os.path.isfile(os.path.join(REPO, path))]
+    assert sorted(gone) == [], "docs/layout.md names modules that do not exist"

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from ltm_d2.config import load_config
-from ltm_d2.study import (
+from dev.study import (
     DETECTORS,
     PRESETS,
     StudyRunner,
@@ -18,12 +18,19 @@ from ltm_d2.study import (
     plan_study,
     train_command,
 )
+from ltm_d2.checkpoint import SafeCheckpointer
+from ltm_d2.config import load_config
 
-from support import REPO, TINY_CONFIG
+from support import REPO, TINY_CONFIG, train_net_arguments
 
 
 def merged_config(run):
-    return load_config(os.path.join(REPO, run.config_file), run.opts)
+    return load_config(run.config_file, run.opts)
+
+
+def bag(cfg):
+    """K, S and beta of a merged config."""
+    return cfg.MODEL.LTM.BAG_SIZE, cfg.MODEL.LTM.BAG_SAMPLE, cfg.MODEL.LTM.BBOX_REG_WEIGHT
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -67,19 +74,38 @@ def test_every_seed_trains_every_detector_before_the_next_seed():
     assert names == [f"{k}_seed{s}" for s in (1, 2) for k in DETECTORS]
 
 
-def test_ablations_vary_one_setting_and_reuse_the_main_ltm_run():
-    study = plan_study(PRESETS["cpu"])
-    rows = {(k, s, beta): name for _, k, s, beta, name in study.ablation_rows}
-    assert rows[(10, 0, 0.5)] == "ltm_seed1"
-    assert merged_config(study.runs["ltm_seed1"]).MODEL.LTM.BAG_SIZE == 10
-    assert len(study.runs) == 10 + 7  # 5 detectors x 2 seeds, 7 new ablation runs
-    cfg = merged_config(study.runs[rows[(40, 10, 0.5)]])
-    assert (cfg.MODEL.LTM.BAG_SIZE, cfg.MODEL.LTM.BAG_SAMPLE, cfg.MODEL.LTM.BBOX_REG_WEIGHT) == (
-        40,
-        10,
-        0.5,
-    )
-    assert merged_config(study.runs[rows[(10, 0, 0.3)]]).MODEL.LTM.BBOX_REG_WEIGHT == 0.3
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_ablation_rows_are_labelled_with_the_bag_their_run_trains_with(preset):
+    # The presets' LTM configs have bags of their own (K = 15 in "gpu"): every row, and above all
+    # the one that reuses the main table's run, says what its run's merged config holds.
+    study = plan_study(PRESETS[preset])
+    for table, k, s, beta, name in study.ablation_rows:
+        assert bag(merged_config(study.runs[name])) == (k, s, beta), f"{table}: {name}"
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_ablations_vary_one_setting_of_the_main_ltm_run_and_reuse_it(preset):
+    study = plan_study(PRESETS[preset])
+    main = bag(load_config(PRESETS[preset].configs["ltm"]))
+    k, s, beta = main
+    rows = {}
+    for table, *row_bag, name in study.ablation_rows:
+        rows.setdefault(table, []).append((tuple(row_bag), name))
+    for table, table_rows in rows.items():  # the main run, once in each table, and no other run
+        assert [name for b, name in table_rows if b == main] == ["ltm_seed1"], table
+        assert "ltm_seed1" not in [name for b, name in table_rows if b != main], table
+    assert study.runs["ltm_seed1"] == plan_study(PRESETS[preset], ("main",)).runs["ltm_seed1"]
+    sizes = [b for b, _ in rows["Table 5: bag size K"]]
+    assert sizes == [(size, s, beta) for size in sorted({5, 10, 20, 40, k})]
+    betas = [b for b, _ in rows["Table 5: beta of Eq. 4"]]
+    assert betas == [(k, s, b) for b in sorted({0.3, 0.5, 0.7, beta})]
+    assert [b for b, _ in rows["Table 3: S of K anchors"]] == [
+        main,
+        (2 * k, k, beta),
+        (4 * k, k, beta),
+    ]
+    new_bags = {b for b, _ in sum(rows.values(), [])} - {main}
+    assert len(study.runs) == 10 + len(new_bags)  # 5 detectors x 2 seeds, one run per new bag
 
 
 def test_tuning_split_replaces_val_in_every_run():
@@ -132,9 +158,21 @@ def test_tables_show_unfinished_runs_as_dashes():
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     study = plan_study(PRESETS["cpu"], tables=("main",), seeds=(1,), detectors=("ltm",))
     runner = StudyRunner(study, REPO, str(tmp_path), PRESETS["cpu"].val_dataset)
-    run = study.runs["ltm_seed1"]
-    assert "--resume" not in train_command(run, REPO, runner.run_dir("ltm_seed1"), resume=False)
-    assert "--resume" in train_command(run, REPO, runner.run_dir("ltm_seed1"), resume=True)
+    run, run_dir = study.runs["ltm_seed1"], runner.run_dir("ltm_seed1")
+    assert runner.command("ltm_seed1") == train_command(run, REPO, run_dir, resume=False)
+
+    os.makedirs(
+        run_dir
+    )  # what an interrupted attempt leaves: a checkpoint, named in last_checkpoint
+    (tmp_path / "ltm_seed1" / "last_checkpoint").write_text("model_0000199.pth")
+    command = runner.command("ltm_seed1")
+    assert command == train_command(run, REPO, run_dir, resume=True)
+    args = train_net_arguments().parse_args(command[2:])
+    assert args.resume and args.config_file == run.config_file
+    assert args.opts == ["OUTPUT_DIR", run_dir, *run.opts]  # the same run, in the same folder
+    # train_net.py --resume continues from the checkpoint that last_checkpoint of OUTPUT_DIR names.
+    checkpointer = SafeCheckpointer(torch.nn.Module(), save_dir=args.opts[1])
+    assert checkpointer.get_checkpoint_file() == os.path.join(run_dir, "model_0000199.pth")
 
 
 def run_study(tmp_path, *args):
@@ -146,7 +184,7 @@ def run_study(tmp_path, *args):
         path.write_text(f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  META_ARCHITECTURE: "{architecture}"\n')
         configs[kind] = str(path)
     script = (
-        "import runpy; from ltm_d2.study import PRESETS, Preset; "
+        "import runpy; from dev.study import PRESETS, Preset; "
         f"PRESETS['tiny'] = Preset(configs={configs!r}, val_dataset='ltm_shapes_mini_val', "
         "tune_dataset='ltm_shapes_mini_train', opts=("
         "'SOLVER.MAX_ITER', '2', 'MODEL.RETINANET.SCORE_THRESH_TEST', '0.0'), seeds=(1,)); "

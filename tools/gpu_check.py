@@ -15,24 +15,31 @@ instead (this script's own tests do). Exit status 1 when a part failed.
 """
 
 import argparse
-import glob
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ElementTree
 from typing import Callable, Dict, List, NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # dev/ of this checkout: the runner, set-up and summary
+from dev.gpu_check import (  # noqa: E402
+    install_wheels,
+    junit_outcome,
+    last_line,
+    row,
+    run_in_process,
+    write_summary,
+)
+from dev.report import git_commit  # noqa: E402
+
 # Wheels of the packages a bare GPU machine lacks (`make gpu-wheels` fills it where pip works).
 WHEELS = os.path.join(REPO, ".gpu-wheels")
 DEMO_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_demo.yaml")
 TINY_CONFIG = os.path.join(REPO, "configs", "Shapes-Detection", "ltm_R_18_FPN_tiny.yaml")
 SETUP_LIMIT = 30  # seconds to check that detectron2 imports, or to install the wheels
 TOTAL_LIMIT = 8 * 60  # seconds: the set-up and every part together
-STATUSES = ("pass", "fail", "skip")
 
 
 class Part(NamedTuple):
@@ -40,11 +47,6 @@ class Part(NamedTuple):
     needs_detectron2: bool
     run: Callable[[argparse.Namespace], dict]  # -> {"status", "figures", "details"}
     what: str
-
-
-def row(status: str, figures: str, **details) -> dict:
-    assert status in STATUSES, status
-    return {"status": status, "figures": figures, "details": details}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,18 +115,8 @@ def part_tests(args) -> dict:
     subprocess.run(command, cwd=REPO, check=False)
     if not os.path.isfile(report):
         return row("fail", "pytest wrote no report (see the log)")
-    suite = ElementTree.parse(report).getroot()
-    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    counts, failed = junit_outcome(report)
     passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    failed = []
-    for case in suite.iter("testcase"):
-        for problem in list(case.findall("failure")) + list(case.findall("error")):
-            message = (problem.get("message") or "").splitlines()
-            failed.append(
-                f"{case.get('classname')}::{case.get('name')}: "
-                f"{message[0] if message else problem.tag}"
-            )
     figures = (
         f"{passed} passed, {counts['failures']} failed, {counts['errors']} errors, "
         f"{counts['skipped']} skipped"
@@ -288,28 +280,6 @@ PARTS: Dict[str, Part] = {
 # The runner.
 
 
-def run_in_process(name: str, limit: float, command: List[str], log: str, env: dict) -> tuple:
-    """(exit status or None when the time limit ended it, seconds) of `command`, logged to `log`."""
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            status = process.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the part and every process it started
-            process.wait()
-            status = None
-    return status, time.perf_counter() - start
-
-
-def last_line(log: str) -> str:
-    with open(log, errors="replace") as f:
-        lines = [line.strip() for line in f if line.strip()]
-    return lines[-1] if lines else "no output"
-
-
 def run_part(name: str, limit: float, args, env: dict) -> dict:
     """A part in a child process under its time limit; its row, or a row that says what broke."""
     work = os.path.join(args.output, "work", name)
@@ -333,7 +303,7 @@ def run_part(name: str, limit: float, args, env: dict) -> dict:
         str(args.amp_iterations),
     ]
     print(f"gpu-check: {name} (at most {limit:g} s) ...", flush=True)
-    status, seconds = run_in_process(name, limit, command, log, env)
+    status, seconds = run_in_process(command, log, env, limit, REPO)
     if status is None:
         outcome = row("fail", f"stopped at its time limit of {limit:g} s; log: {log}")
     elif status != 0 or not os.path.isfile(result):
@@ -342,121 +312,6 @@ def run_part(name: str, limit: float, args, env: dict) -> dict:
         with open(result) as f:
             outcome = json.load(f)
     return {"check": name, **outcome, "seconds": round(seconds, 1)}
-
-
-def import_error(module: str, env: dict, limit: float) -> str:
-    """Why `module` does not import in the parts' environment; "" when it does."""
-    probe = [sys.executable, "-c", f"import {module}"]
-    try:
-        done = subprocess.run(
-            probe, cwd=REPO, env=env, capture_output=True, text=True, timeout=limit
-        )
-    except subprocess.TimeoutExpired:
-        return f"importing {module} took over {limit:g} s"
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    return "" if done.returncode == 0 else (lines[-1] if lines else f"exit {done.returncode}")
-
-
-def set_up(args, env: dict, limit: float) -> dict:
-    """Install the wheels of .gpu-wheels into OUTPUT/site when detectron2 is not importable."""
-    start = time.perf_counter()
-    why = import_error("detectron2", env, limit)
-    if not why:
-        return {
-            "check": "setup",
-            **row("pass", "detectron2 importable: nothing to install"),
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-    if why.startswith("importing"):
-        return {
-            "check": "setup",
-            **row("fail", why),
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-    wheels = sorted(glob.glob(os.path.join(WHEELS, "*.whl")))
-    if not wheels:
-        return {
-            "check": "setup",
-            **row(
-                "fail",
-                f"detectron2 does not import ({why}) and {WHEELS} holds no wheels: run "
-                "`make gpu-wheels` on a machine where pip reaches PyPI and bring .gpu-wheels along",
-            ),
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-    site = os.path.join(args.output, "site")
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-index",
-        "--no-deps",
-        "--no-compile",
-        "--target",
-        site,
-        *wheels,
-    ]
-    log = os.path.join(args.output, "logs", "setup.log")
-    status, seconds = run_in_process("setup", limit, command, log, env)
-    env["PYTHONPATH"] = os.pathsep.join([site, env["PYTHONPATH"]])
-    if status == 0 and not import_error("detectron2", env, limit):
-        outcome = row("pass", f"installed {len(wheels)} wheels of {WHEELS} into {site}")
-    else:
-        outcome = row(
-            "fail", f"installing {len(wheels)} wheels into {site} failed ({last_line(log)})"
-        )
-    return {"check": "setup", **outcome, "seconds": round(seconds, 1)}
-
-
-def git_commit() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        )
-    except FileNotFoundError:  # no git on the machine
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 else "unknown (not a git checkout)"
-
-
-def markdown(summary: dict) -> str:
-    """The summary table, then each benchmark's rows, as GitHub markdown."""
-    lines = [
-        f"# gpu-check, {summary['started']}",
-        "",
-        f"{summary['device']}; commit {summary['commit']}; {summary['seconds']:.0f} s in all.",
-        "",
-        "| check | status | figures | seconds |",
-        "|---|---|---|---|",
-    ]
-    for r in summary["rows"]:
-        figures = r["figures"].replace("|", "/")
-        lines.append(f"| {r['check']} | {r['status']} | {figures} | {r['seconds']:.1f} |")
-    for r in summary["rows"]:
-        rows = r["details"].get("rows")
-        if r["status"] != "pass" or not rows:
-            continue
-        lines += [
-            "",
-            f"## {r['check']}",
-            "",
-            "| " + " | ".join(rows[0]) + " |",
-            "|" + "---|" * len(rows[0]),
-        ]
-        for x in rows:
-            cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in x.values()]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_summary(output: str, summary: dict) -> str:
-    with open(os.path.join(output, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    text = markdown(summary)
-    with open(os.path.join(output, "summary.md"), "w") as f:
-        f.write(text)
-    return text
 
 
 def parse_limits(pairs: List[str]) -> Dict[str, float]:
@@ -532,7 +387,7 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    rows = [set_up(args, env, limits["setup"])]
+    rows = [install_wheels(WHEELS, args.output, env, limits["setup"], REPO)]
     have_detectron2 = rows[0]["status"] == "pass"
     for name in args.parts:
         if PARTS[name].needs_detectron2 and not have_detectron2:
@@ -548,7 +403,7 @@ def main(argv=None) -> int:
     summary = {
         "started": started,
         "device": device,
-        "commit": git_commit(),
+        "commit": git_commit(REPO),
         "seconds": round(time.perf_counter() - start, 1),
         "time_limits": {name: limits[name] for name in ["setup", *args.parts]},
         "rows": rows,

@@ -14,17 +14,26 @@ and prints the tables. Interrupted, it resumes where it stopped (finished runs a
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 
 from detectron2.utils.logger import setup_logger
 
 from ltm_d2.errors import run_main
-from ltm_d2.study import DETECTORS, PRESETS, StudyRunner, plan_study, train_command, write_report
 
-# The checkout this script is part of: its train_net.py and configs train the runs.
+# The checkout this script is part of: its train_net.py and configs train the runs, and its dev/
+# holds the study's planning, runner and tables.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from dev.report import git_commit  # noqa: E402
+from dev.study import (  # noqa: E402
+    DETECTORS,
+    PRESETS,
+    StudyRunner,
+    plan_study,
+    train_command,
+    write_report,
+)
 
 
 def parse_args(argv=None):
@@ -64,19 +73,10 @@ def parse_args(argv=None):
     return args
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     logger = setup_logger(name="ltm_d2")
+    setup_logger(name="dev")  # the runner's progress (dev/study.py)
     preset = PRESETS[args.preset]
     dataset = preset.tune_dataset if args.tune else preset.val_dataset
     output_dir = args.output_dir or os.path.join(
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         f"into {output_dir}, "
         f"{args.jobs} at a time; evaluated on {dataset}"
     )
-    start, commit = time.perf_counter(), _commit()
+    start, commit = time.perf_counter(), git_commit(REPO)
     failed = [] if args.report_only else runner.run()
     command = " ".join(["python tools/study.py", *(argv if argv is not None else sys.argv[1:])])
     header = (

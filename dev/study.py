@@ -20,20 +20,22 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .analysis.crowdedness import (
+from dev.report import markdown_table
+from ltm_d2.analysis.crowdedness import (
     CROWDEDNESS_GROUPS,
     ap_on_image_groups,
     group_images,
     relative_improvement,
 )
-from .evaluation.coco_ap import average_precision, coco_ground_truth, evaluate_boxes
+from ltm_d2.config import load_config
+from ltm_d2.evaluation.coco_ap import average_precision, coco_ground_truth, evaluate_boxes
 
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "study_result.json"
 
 # The detectors of the main table: label, and the name of the config of its own recipe in a
-# preset, f"{_SHAPES}/{name}_{suffix}.yaml" (docs/recipes.md).
+# preset, SHAPES_CONFIGS/{name}_{suffix}.yaml (docs/recipes.md).
 DETECTORS = OrderedDict(
     retinanet=("RetinaNet", "retinanet"),
     topk=("RetinaNet (K anchors)", "retinanet_topk"),
@@ -43,29 +45,20 @@ DETECTORS = OrderedDict(
 )
 BASELINE = "retinanet"
 
-# The ablations of LTM (one seed): (table, K, S, beta); S = 0 keeps all K anchors of a bag.
-# DEFAULT_BAG is the demo configs' (K fitted to the tuning split, beta of the paper): that row is
-# the main table's LTM run. Table 3's S of K keeps S at the default K and grows the bag it is
-# drawn from, as the paper's 40 of 40, 80, 120, 160 do.
-DEFAULT_BAG = (10, 0, 0.5)
-ABLATIONS = (
-    ("Table 5: bag size K", 5, 0, 0.5),
-    ("Table 5: bag size K", 10, 0, 0.5),
-    ("Table 5: bag size K", 20, 0, 0.5),
-    ("Table 5: bag size K", 40, 0, 0.5),
-    ("Table 5: beta of Eq. 4", 10, 0, 0.3),
-    ("Table 5: beta of Eq. 4", 10, 0, 0.5),
-    ("Table 5: beta of Eq. 4", 10, 0, 0.7),
-    ("Table 3: S of K anchors", 10, 0, 0.5),
-    ("Table 3: S of K anchors", 20, 10, 0.5),
-    ("Table 3: S of K anchors", 40, 10, 0.5),
-)
+# The ablations of LTM (one seed) change one setting of the main table's LTM run, whose bag
+# (K, S, beta) is read from its config (K fitted to the tuning split, beta of the paper): Table 5
+# tries these bag sizes K and betas of Eq. 4 besides its own; Table 3 keeps S at its K and grows
+# the bag S is drawn from by these factors, as the paper's 40 of 40, 80, 120, 160 do.
+# S = 0 keeps all K anchors of a bag.
+ABLATION_BAG_SIZES = (5, 10, 20, 40)
+ABLATION_BETAS = (0.3, 0.5, 0.7)
+ABLATION_BAG_GROWTH = (2, 4)
 
 
 @dataclass(frozen=True)
 class Preset:
-    """What every run of a study shares: the config of each kind of detector, the splits,
-    overrides."""
+    """What every run of a study shares: the config file of each kind of detector (an absolute
+    path), the splits, overrides."""
 
     configs: Dict[str, str]
     val_dataset: str
@@ -74,11 +67,17 @@ class Preset:
     seeds: Tuple[int, ...] = (1, 2)
 
 
-_SHAPES = "configs/Shapes-Detection"
+# The configs of the checkout this module is part of.
+SHAPES_CONFIGS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "Shapes-Detection"
+)
 
 
 def _shapes_configs(suffix: str) -> Dict[str, str]:
-    return {key: f"{_SHAPES}/{name}_{suffix}.yaml" for key, (_, name) in DETECTORS.items()}
+    return {
+        key: os.path.join(SHAPES_CONFIGS, f"{name}_{suffix}.yaml")
+        for key, (_, name) in DETECTORS.items()
+    }
 
 
 PRESETS = {
@@ -102,7 +101,8 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class StudyRun:
-    """One training: `train_net.py --config-file config_file` with the overrides `opts`."""
+    """One training: `train_net.py --config-file config_file` with the overrides `opts`; the
+    path of the config is absolute, so that planning and training read the same file."""
 
     name: str
     config_file: str
@@ -124,10 +124,24 @@ class Study:
         return run.name
 
 
-def ltm_run_name(k: int, s: int, beta: float, seed: int) -> str:
-    if (k, s, beta) == DEFAULT_BAG:
-        return f"ltm_seed{seed}"
-    return f"ltm_K{k}" + (f"_S{s}" if s else "") + f"_beta{beta}_seed{seed}"
+Bag = Tuple[int, int, float]  # K, S, beta: MODEL.LTM.BAG_SIZE, BAG_SAMPLE, BBOX_REG_WEIGHT
+
+
+def bag_of(run: StudyRun) -> Bag:
+    """K, S and beta of `run`, from its merged config: what it really trains with."""
+    ltm = load_config(run.config_file, run.opts).MODEL.LTM
+    return ltm.BAG_SIZE, ltm.BAG_SAMPLE, ltm.BBOX_REG_WEIGHT
+
+
+def ablation_bags(main: Bag) -> List[Tuple[str, Bag]]:
+    """(table, bag) of each row of the ablation table around the bag `main`, which each table
+    holds once, in order."""
+    k, s, beta = main
+    rows = [("Table 5: bag size K", (size, s, beta)) for size in sorted({*ABLATION_BAG_SIZES, k})]
+    rows += [("Table 5: beta of Eq. 4", (k, s, b)) for b in sorted({*ABLATION_BETAS, beta})]
+    rows += [("Table 3: S of K anchors", main)]
+    rows += [("Table 3: S of K anchors", (g * k, k, beta)) for g in ABLATION_BAG_GROWTH]
+    return rows
 
 
 def plan_study(
@@ -140,7 +154,9 @@ def plan_study(
     """
     The runs of the study: the main table (the `detectors`, keys of DETECTORS, every seed, seed
     by seed so that a partial study already compares all detectors) and the ablation table (LTM,
-    the first seed). Every run is evaluated on `dataset` (default: the preset's val split).
+    the first seed, around the bag of the main table's LTM run). Every run is evaluated on
+    `dataset` (default: the preset's val split). Each ablation row is labelled with K, S and beta
+    read from the merged config of its run, the main table's run for the row with its own bag.
     """
     seeds = tuple(seeds or preset.seeds)
     common = (
@@ -160,30 +176,23 @@ def plan_study(
                 study.main_rows.setdefault(DETECTORS[key][0], {})[seed] = study.add(run)
     if "ablation" in tables:
         seed = seeds[0]
-        for table, k, s, beta in ABLATIONS:
-            opts = (*common, "SEED", str(seed))
-            if (k, s, beta) != DEFAULT_BAG:  # else the same run as the main table's LTM
-                opts += (
-                    "MODEL.LTM.BAG_SIZE",
-                    str(k),
-                    "MODEL.LTM.BAG_SAMPLE",
-                    str(s),
-                    "MODEL.LTM.BBOX_REG_WEIGHT",
-                    str(beta),
-                )
-            run = StudyRun(ltm_run_name(k, s, beta, seed), preset.configs["ltm"], opts)
-            study.ablation_rows.append((table, k, s, beta, study.add(run)))
+        main = StudyRun(f"ltm_seed{seed}", preset.configs["ltm"], (*common, "SEED", str(seed)))
+        main_bag = bag_of(main)
+        for table, bag in ablation_bags(main_bag):
+            run = main  # the main table's LTM run
+            if bag != main_bag:
+                k, s, beta = bag
+                name = f"ltm_K{k}" + (f"_S{s}" if s else "") + f"_beta{beta}_seed{seed}"
+                keys = ("MODEL.LTM.BAG_SIZE", "MODEL.LTM.BAG_SAMPLE", "MODEL.LTM.BBOX_REG_WEIGHT")
+                overrides = [str(x) for pair in zip(keys, bag) for x in pair]
+                run = StudyRun(name, main.config_file, (*main.opts, *overrides))
+            study.ablation_rows.append((table, *bag_of(run), study.add(run)))
     return study
 
 
 def train_command(run: StudyRun, repo: str, output_dir: str, resume: bool) -> List[str]:
-    """The command line of a run: `train_net.py` and the configs of the checkout `repo`."""
-    command = [
-        sys.executable,
-        os.path.join(repo, "train_net.py"),
-        "--config-file",
-        os.path.join(repo, run.config_file),
-    ]
+    """The command line of a run: the `train_net.py` of the checkout `repo`."""
+    command = [sys.executable, os.path.join(repo, "train_net.py"), "--config-file", run.config_file]
     if resume:
         command.append("--resume")
     return command + ["OUTPUT_DIR", output_dir, *run.opts]
@@ -249,11 +258,17 @@ class StudyRunner:
             return [set(cores)] * self.jobs
         return [set(cores[i :: self.jobs]) for i in range(self.jobs)]
 
+    def command(self, name: str) -> List[str]:
+        """The command that trains run `name` in its folder: with `--resume` once an earlier
+        attempt left a checkpoint there, which train_net.py then continues from."""
+        run_dir = self.run_dir(name)
+        resume = os.path.isfile(os.path.join(run_dir, "last_checkpoint"))
+        return train_command(self.study.runs[name], self.repo, run_dir, resume)
+
     def _start(self, name: str, cores: set) -> subprocess.Popen:
         run_dir = self.run_dir(name)
         os.makedirs(run_dir, exist_ok=True)
-        resume = os.path.isfile(os.path.join(run_dir, "last_checkpoint"))
-        command = train_command(self.study.runs[name], self.repo, run_dir, resume)
+        command = self.command(name)
         preexec = (lambda: os.sched_setaffinity(0, cores)) if cores else None
         with open(os.path.join(run_dir, "study_train.log"), "a") as log:
             log.write(" ".join(command) + "\n")
@@ -361,7 +376,7 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
         f"ΔAP vs {baseline}",
         *[f"AP {c}" if c in CROWDEDNESS_GROUPS else c for c in MAIN_COLUMNS[1:]],
     ]
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    rows = []
     for label in study.main_rows:
         finished = [r for _, r in _finished(study, results, label)]
         gains = [r["AP"] - b["AP"] for r, b in _paired_with_baseline(study, results, label)]
@@ -372,8 +387,8 @@ def main_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
             "—" if label == baseline else _cell(gains, signed=True),
         ]
         cells += [_cell([r[c] for r in finished]) for c in MAIN_COLUMNS[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows)
 
 
 def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
@@ -381,10 +396,7 @@ def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -
     seed."""
     baseline = DETECTORS[BASELINE][0]
     groups = list(CROWDEDNESS_GROUPS)
-    lines = [
-        "| detector | " + " | ".join(f"{g} (vs {baseline})" for g in groups) + " |",
-        "|---" * (len(groups) + 1) + "|",
-    ]
+    rows = []
     for label in study.main_rows:
         if label == baseline:
             continue
@@ -394,18 +406,19 @@ def crowdedness_gain_table(study: Study, results: Dict[str, Dict[str, float]]) -
             + ("%" if pairs else "")
             for g in groups
         ]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([label, *cells])
+    return markdown_table(["detector", *(f"{g} (vs {baseline})" for g in groups)], rows)
 
 
 def ablation_table(study: Study, results: Dict[str, Dict[str, float]]) -> str:
     """Tables 3 and 5 in miniature: LTM's AP, AP50 and NR for each bag size K, S of K, and beta."""
-    lines = ["| ablation | K | S | β | AP | AP50 | AP dense | NR |", "|---" * 8 + "|"]
+    rows = []
     for table, k, s, beta, name in study.ablation_rows:
         r = results.get(name)
         figures = [f"{r[c]:.1f}" for c in ("AP", "AP50", "dense", "NR")] if r else ["—"] * 4
-        lines.append(f"| {table} | {k} | {s or 'K'} | {beta} | " + " | ".join(figures) + " |")
-    return "\n".join(lines)
+        rows.append([table, str(k), str(s or "K"), str(beta), *figures])
+    header = ["ablation", "K", "S", "β", "AP", "AP50", "AP dense", "NR"]
+    return markdown_table(header, rows)
 
 
 def plot_crowdedness(path: str, study: Study, results: Dict[str, Dict[str, float]]) -> None:
