@@ -3,7 +3,6 @@ tools/gpu_check.py (`make gpu-check`) on a machine without a GPU: the one-line s
 runs of its small parts (--allow-cpu) for the runner, the time limits and the summary it writes.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,16 +13,9 @@ import torch
 
 from ltm_d2.engine.precision import cpu_has_native_bfloat16
 
-from support import REPO, TINY_CONFIG
+from support import REPO, TINY_CONFIG, load_tool
 
 SCRIPT = os.path.join(REPO, "tools", "gpu_check.py")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def gpu_check(*args):
@@ -63,7 +55,7 @@ def cpu_run(tmp_path_factory):
 
 
 def test_the_time_limits_of_the_set_up_and_all_parts_add_up_to_at_most_8_minutes():
-    script = load_script()
+    script = load_tool("tools/gpu_check.py")
     total = script.SETUP_LIMIT + sum(part.limit for part in script.PARTS.values())
     assert total <= script.TOTAL_LIMIT == 480
 

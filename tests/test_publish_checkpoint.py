@@ -1,7 +1,6 @@
 """tools/publish_checkpoint.py on a one-iteration training run of the tiny config, then the
 published file through DetectionCheckpointer, torch.load(weights_only=True) and the model zoo."""
 
-import importlib.util
 import json
 import os
 import re
@@ -15,21 +14,12 @@ from detectron2.engine import default_argument_parser
 
 from ltm_d2 import model_zoo
 
-from support import REPO, TINY_CONFIG, build_tiny_model
+from support import TINY_CONFIG, build_tiny_model, load_tool
 
 TINY = "Shapes-Detection/ltm_R_18_FPN_tiny.yaml"
 
 
-def load_script(relative_path):
-    spec = importlib.util.spec_from_file_location(
-        os.path.basename(relative_path)[:-3], os.path.join(REPO, relative_path)
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-publish_checkpoint = load_script("tools/publish_checkpoint.py")
+publish_checkpoint = load_tool("tools/publish_checkpoint.py")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +40,7 @@ def run_dir(tmp_path_factory):
             "1",
         ]
     )
-    load_script("train_net.py").main(args)
+    load_tool("train_net.py").main(args)
     return out
 
 

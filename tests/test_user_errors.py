@@ -4,7 +4,6 @@ what to do) and exit status 2, without a traceback; LTM_D2_DEBUG=1 shows the tra
 The checks that need no model run before any model is built.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,19 +13,12 @@ import pytest
 
 from ltm_d2.errors import run_main
 
-from support import REPO, TINY_CONFIG
-
-
-def load_script(path):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from support import REPO, TINY_CONFIG, load_tool
 
 
 @pytest.fixture(scope="module")
 def train_net():
-    return load_script(os.path.join(REPO, "train_net.py"))
+    return load_tool("train_net.py")
 
 
 def train_net_error(train_net, capsys, monkeypatch, *argv):
@@ -161,7 +153,7 @@ def test_a_flag_after_the_overrides(train_net, capsys, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("script", ["demo/demo.py", "tools/draw_detections.py"])
 def test_demo_and_tools_end_on_a_user_error_with_its_message(capsys, monkeypatch, tmp_path, script):
-    module = load_script(os.path.join(REPO, script))
+    module = load_tool(script)
     config = write(
         tmp_path, "key.yaml", f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  LTM:\n    BAG_SIZ: 3\n'
     )
