@@ -7,7 +7,7 @@ TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
 DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_short.yaml
 DEMO_OUTPUT ?= output/demo
 
-.PHONY: setup test fuzz demo bench study lint gpu-check gpu-wheels clean-venv
+.PHONY: setup test test-fast fuzz demo bench study lint gpu-check gpu-wheels clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): setup.py tools/install_detectron2.sh Makefile
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# The fast tier: every test but those marked slow (a script run or iterations of training).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
 
 # The loss fuzzing campaign (bench/fuzz.py; not in `make test`, which runs a fixed subset): 10,000
 # random cases over every matching mode, S-of-K bags and bfloat16 autocast. FUZZ_ARGS="--cases N".

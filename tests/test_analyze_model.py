@@ -10,6 +10,9 @@ from ltm_d2.deploy.model_analysis import model_cost
 
 from support import TINY_CONFIG, load_tool, tiny_cfg
 
+# Each test runs the tool, or builds models of every config once per module.
+pytestmark = pytest.mark.slow
+
 SIZE = (64, 96)
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from detectron2.structures import Boxes
@@ -116,6 +117,7 @@ def run_tool(*args):
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_command_fits_a_csv_dataset_and_prints_a_line_load_config_accepts(tmp_path):
     spec = f"csv:{write_csv(str(tmp_path), make_images(4))}"
     result = run_tool("--dataset", spec)  # the tool registers the dataset the config does not name
@@ -128,6 +130,7 @@ def test_the_command_fits_a_csv_dataset_and_prints_a_line_load_config_accepts(tm
     load_config(TINY_CONFIG, opts)
 
 
+@pytest.mark.slow
 def test_the_command_refuses_an_anchor_free_detector():
     result = run_tool("MODEL.META_ARCHITECTURE", "LTMAF")
     assert result.returncode != 0

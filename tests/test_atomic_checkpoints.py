@@ -181,6 +181,7 @@ KILLED_WHILE_WRITING = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_process_killed_while_writing_leaves_the_previous_checkpoint_valid(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", KILLED_WHILE_WRITING, str(tmp_path)],

@@ -60,6 +60,7 @@ def test_every_paper_table_row_has_a_config():
     assert [row for row in table_rows if row not in names] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
 def test_config_model_builds_and_runs_one_training_forward_pass(path, monkeypatch, storage):
     monkeypatch.setattr(retinanet, "build_backbone", build_backbone_once_per_geometry)

@@ -70,11 +70,13 @@ def check(mode, layout, tmp_path):
         torch.testing.assert_close(distributed[k], single[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_ltm_gradient_is_independent_of_the_number_of_workers(tmp_path, layout):
     check("ltm", layout, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["2 workers", "3 workers, one without objects"])
 def test_freeanchor_gradient_is_independent_of_the_number_of_workers(tmp_path, layout):
     check("freeanchor", layout, tmp_path)
@@ -98,6 +100,7 @@ FAILING_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_an_exception_in_one_worker_ends_the_run_with_its_traceback():
     result = subprocess.run(
         [sys.executable, "-c", FAILING_RUN, os.path.join(REPO, "tests")],

@@ -93,6 +93,7 @@ def assert_checked_on_other_sizes(rows, traced=True):
     assert all(eager == exported == "50" for *_, eager, exported, _, _, _, _ in rows)
 
 
+@pytest.mark.slow
 def test_traced_torchscript_equals_the_eager_model_bitwise_on_other_sizes(
     weights, tmp_path, capsys, sample_image
 ):
@@ -103,6 +104,7 @@ def test_traced_torchscript_equals_the_eager_model_bitwise_on_other_sizes(
     assert all(unmatched == ties == "0/0" for *_, unmatched, ties in rows)
 
 
+@pytest.mark.slow
 def test_onnx_matches_the_eager_model_within_tolerance_on_other_sizes(
     weights, tmp_path, capsys, sample_image
 ):
@@ -115,6 +117,7 @@ def test_onnx_matches_the_eager_model_within_tolerance_on_other_sizes(
     )
 
 
+@pytest.mark.slow
 def test_scripting_equals_the_eager_model_bitwise_for_ltm_and_is_refused_for_ltm_af(
     weights, tmp_path, capsys, sample_image
 ):
@@ -145,6 +148,7 @@ def test_scripting_to_onnx_is_refused(tmp_path, capsys, sample_image):
         )
 
 
+@pytest.mark.slow
 def test_the_check_reports_an_export_that_differs(sample_image):
     model = spread_model()
     sample = network_input(tiny_cfg(), cv2.imread(sample_image))

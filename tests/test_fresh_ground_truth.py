@@ -119,6 +119,7 @@ def test_voc_ground_truth_of_changed_records_is_read_again_in_the_same_process(t
     assert voc_ap50(name, str(tmp_path), [10, 10, 50, 50]) == 0.0
 
 
+@pytest.mark.slow
 def test_eval_only_after_editing_the_test_csv_scores_against_the_edited_boxes(tmp_path):
     from support import run
     from support.user_data import CLASSES

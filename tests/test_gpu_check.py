@@ -15,6 +15,9 @@ from ltm_d2.engine.precision import cpu_has_native_bfloat16
 
 from support import REPO, TINY_CONFIG, load_tool
 
+# Each test runs the tool, or builds models of every config once per module.
+pytestmark = pytest.mark.slow
+
 SCRIPT = os.path.join(REPO, "tools", "gpu_check.py")
 
 

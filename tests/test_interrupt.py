@@ -130,12 +130,14 @@ def assert_ended_with_the_resume_command(code, stdout, stderr, output_dir, comma
     assert stderr.endswith(f"--config-file {TINY_CONFIG} {shlex.join(command)}\n")
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_ends_it_with_the_message(tmp_path):
     code, stdout, stderr, overrides = interrupt_training(tmp_path, ctrl_c_reaches="all")
     assert_ended_with_the_resume_command(code, stdout, stderr, tmp_path, ["--resume", *overrides])
     assert "Total training time" in stdout  # Detectron2's hooks ended training (after_train)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ctrl_c_reaches", ["all", "main"])
 def test_ctrl_c_ends_every_worker_and_the_message_comes_once(tmp_path, ctrl_c_reaches):
     flags = ["--num-gpus", "2"]  # two CPU workers

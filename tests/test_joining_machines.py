@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from detectron2.engine.launch import _find_free_port
@@ -53,6 +54,7 @@ def start_machine(machine_rank, dist_url, out_dir, join_timeout):
     )
 
 
+@pytest.mark.slow
 def test_two_machines_on_one_host_both_finish(tmp_path):
     dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
     machines = [start_machine(rank, dist_url, tmp_path, 600) for rank in (0, 1)]
@@ -65,6 +67,7 @@ def test_two_machines_on_one_host_both_finish(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_machine_that_never_joins_ends_the_run_after_the_join_timeout(tmp_path):
     dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
     start = time.monotonic()

@@ -64,6 +64,7 @@ def test_heat_map_accumulates_weights_over_checkpoints():
     assert heat.sum() == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_tool_draws_one_panel_per_checkpoint_and_the_heat_map(tmp_path, capsys):
     for seed in (0, 1):
         DetectionCheckpointer(build_tiny_model(seed=seed), save_dir=str(tmp_path)).save(

@@ -99,6 +99,7 @@ def amp_cfg(tmp_path, *opts):
     return tiny_cfg("SOLVER.AMP.ENABLED", True, "OUTPUT_DIR", str(tmp_path), *opts)
 
 
+@pytest.mark.slow
 def test_amp_on_a_cpu_with_native_bfloat16_trains_the_network_in_bfloat16(
     tmp_path, native_bfloat16
 ):
@@ -111,6 +112,7 @@ def test_amp_on_a_cpu_with_native_bfloat16_trains_the_network_in_bfloat16(
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 
+@pytest.mark.slow
 def test_amp_on_a_cpu_without_native_bfloat16_trains_in_float32(tmp_path, native_bfloat16):
     native_bfloat16(False)
     trainer = seeded_trainer(amp_cfg(tmp_path, "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0))

@@ -124,6 +124,7 @@ def test_a_wheel_ships_every_config_where_the_model_zoo_looks(installed_wheel):
         assert shipped.read_bytes() == open(os.path.join(REPO, "configs", name), "rb").read()
 
 
+@pytest.mark.slow
 def test_with_a_wheel_installed_the_scripts_of_a_checkout_run_the_study_and_train(
     installed_wheel, tmp_path
 ):
@@ -160,6 +161,7 @@ def test_with_a_wheel_installed_the_scripts_of_a_checkout_run_the_study_and_trai
     assert (tmp_path / "run" / "model_final.pth").is_file()
 
 
+@pytest.mark.slow
 def test_an_editable_build_links_the_source_trees_configs_into_its_package(tmp_path):
     source = source_tree_without_package_configs(tmp_path)
     # What `pip install -e` runs first; pip itself is not run, as it would uninstall the

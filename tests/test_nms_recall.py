@@ -136,6 +136,7 @@ def test_nms_skipped_refuses_a_model_that_is_not_a_dense_detector():
             pass
 
 
+@pytest.mark.slow
 def test_config_switch_adds_nms_recall_to_the_coco_results(tmp_path):
     cfg = tiny_cfg(
         "TEST.NMS_RECALL",

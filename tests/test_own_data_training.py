@@ -35,6 +35,7 @@ def own_dataset(folder, fmt):
         ("csv", "AP,AP50,AP75,APs,APm,APl"),
     ],
 )
+@pytest.mark.slow
 def test_each_format_trains_keeps_the_best_checkpoint_and_evaluates_it(tmp_path, fmt, metric):
     data = own_dataset(tmp_path / "data", fmt)
     out = tmp_path / "run"
@@ -63,12 +64,14 @@ def test_each_format_trains_keeps_the_best_checkpoint_and_evaluates_it(tmp_path,
     assert f"copypaste: {metric}" in log
 
 
+@pytest.mark.slow
 def test_coco_ap_of_a_csv_dataset_is_written_beside_the_results(tmp_path):
     run(*own_dataset(tmp_path / "data", "csv"), "OUTPUT_DIR", str(tmp_path / "run"))
     results = json.load(open(tmp_path / "run" / "inference" / "coco_instances_results.json"))
     assert {r["category_id"] for r in results} <= {0, 1}
 
 
+@pytest.mark.slow
 def test_a_run_on_a_users_dataset_resumes_from_its_last_checkpoint(tmp_path):
     data = own_dataset(tmp_path / "data", "voc")
     out = str(tmp_path / "run")
@@ -78,6 +81,7 @@ def test_a_run_on_a_users_dataset_resumes_from_its_last_checkpoint(tmp_path):
     assert "Starting training from iteration 2" in log
 
 
+@pytest.mark.slow
 def test_spawned_workers_see_a_users_dataset(tmp_path):
     out = tmp_path / "ddp"
     run(
@@ -96,11 +100,13 @@ def test_spawned_workers_see_a_users_dataset(tmp_path):
     assert (out / "model_final.pth").is_file()
 
 
+@pytest.mark.slow
 def test_training_without_a_dataset_names_the_key_to_set(tmp_path):
     log = run("DATASETS.TRAIN", "()", "OUTPUT_DIR", str(tmp_path), expect_success=False)
     assert "DATASETS.TRAIN is empty: name the training data" in log
 
 
+@pytest.mark.slow
 def test_demo_and_pictures_take_the_trained_config_with_its_classes(tmp_path):
     data = own_dataset(tmp_path / "data", "voc")
     out = tmp_path / "run"

@@ -62,6 +62,7 @@ def images(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_plain_detectron2_gives_exactly_the_detections_of_our_predictor(tmp_path, weights, images):
     plain_config = tmp_path / "plain.yaml"
     convert("--config-file", TINY_CONFIG, "--output", plain_config, "MODEL.WEIGHTS", weights)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from support import REPO, TINY_CONFIG
@@ -92,6 +93,7 @@ def assert_same(a, b, path="checkpoint"):
         assert a == b, path
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     train(uninterrupted)

@@ -145,6 +145,7 @@ def run(script, *args):
     )
 
 
+@pytest.mark.slow
 def test_train_net_eval_only_refuses_a_malicious_pkl(tmp_path):
     marker = tmp_path / "marker"
     malicious_pkl(tmp_path / "evil.pkl", gadgets(marker)["os.system"])
@@ -161,6 +162,7 @@ def test_train_net_eval_only_refuses_a_malicious_pkl(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_draw_detections_refuses_a_malicious_pth(tmp_path):
     marker = tmp_path / "marker"
     malicious_pth(tmp_path / "evil.pth", gadgets(marker)["os.system"])

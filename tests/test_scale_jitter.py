@@ -4,6 +4,7 @@ from."""
 import os
 
 import numpy as np
+import pytest
 
 from detectron2.data import detection_utils
 from detectron2.data.transforms import AugInput, AugmentationList
@@ -28,6 +29,7 @@ def test_training_augmentation_draws_every_listed_shorter_side():
     assert sides == set(JITTER)
 
 
+@pytest.mark.slow
 def test_scale_jitter_config_trains_with_train_net(tmp_path):
     out = str(tmp_path / "ms")
     log = run(

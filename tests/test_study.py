@@ -208,6 +208,7 @@ def run_study(tmp_path, *args):
     )
 
 
+@pytest.mark.slow
 def test_study_trains_evaluates_reports_and_redoes_only_unfinished_runs(tmp_path):
     args = ("--detectors", "retinanet", "ltm", "--tables", "main")
     first = run_study(tmp_path, *args)
@@ -237,6 +238,7 @@ def test_study_trains_evaluates_reports_and_redoes_only_unfinished_runs(tmp_path
     )
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_named_and_the_study_exits_nonzero(tmp_path):
     result = run_study(tmp_path, "--detectors", "ltm", "--tables", "main", "--seeds", "1")
     assert result.returncode == 0

@@ -136,6 +136,7 @@ def test_only_dense_detectors_are_accepted():
         DenseDetectorWithTTA(tiny_cfg(), torch.nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_train_net_eval_only_also_evaluates_with_test_time_augmentation(tmp_path):
     out = tmp_path / "eval"
     log = run(

@@ -236,6 +236,7 @@ def test_the_demo_detects_on_tiles_of_a_large_image(tmp_path):
     assert instances.pred_boxes.tensor[:, 2].max() > 200  # whole-image coordinates
 
 
+@pytest.mark.slow
 def test_train_net_trains_on_tiles_and_evaluates_whole_large_images(tmp_path):
     csv_file = write_csv(str(tmp_path / "data"), make_images(1, size=(256, 320)))
     out = tmp_path / "run"

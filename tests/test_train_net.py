@@ -4,11 +4,13 @@ import json
 import os
 
 import cv2
+import pytest
 import torch
 
 from support import TINY_CONFIG, load_tool, run
 
 
+@pytest.mark.slow
 def test_train_checkpoint_then_eval_only_round_trip(tmp_path):
     out = str(tmp_path / "run")
     log = run("OUTPUT_DIR", out)
@@ -44,6 +46,7 @@ def test_train_checkpoint_then_eval_only_round_trip(tmp_path):
     assert image.std() > 0
 
 
+@pytest.mark.slow
 def test_drawing_without_a_checkpoint_fails_with_a_clear_message(tmp_path):
     log = run(
         "--weights",
@@ -56,6 +59,7 @@ def test_drawing_without_a_checkpoint_fails_with_a_clear_message(tmp_path):
     assert "missing.pth does not exist" in log
 
 
+@pytest.mark.slow
 def test_ltm_af_trains_then_evaluates_from_its_checkpoint(tmp_path):
     af = ("MODEL.META_ARCHITECTURE", "LTMAF", "MODEL.LTM.BBOX_REG_WEIGHT", "5.5")
     out = str(tmp_path / "af")
@@ -73,6 +77,7 @@ def test_ltm_af_trains_then_evaluates_from_its_checkpoint(tmp_path):
     assert "LTMAF" in open(os.path.join(out, "config.yaml")).read()
 
 
+@pytest.mark.slow
 def test_two_cpu_workers_train(tmp_path):
     out = str(tmp_path / "ddp")
     run(
@@ -90,6 +95,7 @@ def test_two_cpu_workers_train(tmp_path):
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
 
 
+@pytest.mark.slow
 def test_the_tiny_config_trains_the_same_weights_and_losses_at_every_run(tmp_path):
     """Its SEED fixes the initial weights and the batches: no run's result is left to chance."""
     train_net = load_tool("train_net.py")

@@ -35,6 +35,7 @@ def test_datasets_registered_without_checks_are_checked_before_training(tmp_path
         Trainer.build_train_loader(cfg)
 
 
+@pytest.mark.slow
 def test_training_skips_an_unreadable_image_and_reports_it(tmp_path):
     json_file, image_root = write_coco(tmp_path / "data")
     register_checked_coco("test_train_with_a_bad_image", {}, json_file, image_root)

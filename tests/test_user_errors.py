@@ -179,6 +179,7 @@ def run_train_net(*argv, **env):
     )
 
 
+@pytest.mark.slow
 def test_the_command_line_shows_the_message_alone_and_the_traceback_with_ltm_d2_debug():
     argv = ("--config-file", TINY_CONFIG, "MODEL.LTM.BAG_SIZ", "3")
     plain, debug = run_train_net(*argv), run_train_net(*argv, LTM_D2_DEBUG="1")
@@ -207,6 +208,7 @@ FULL_DISK_AT_SECOND_CHECKPOINT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_training_ends_with_its_message_alone(tmp_path):
     argv = ["--config-file", TINY_CONFIG, "OUTPUT_DIR", str(tmp_path)]
     argv += ["SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()"]
