@@ -43,6 +43,13 @@ def boxes_of(records, classes):
     )
 
 
+def voc_with(tmp_path, images, xml_name, xml):
+    """The VOC folder of `images` whose annotation file `xml_name` is replaced by `xml`."""
+    folder = write_voc(str(tmp_path), images)
+    ET.ElementTree(xml).write(os.path.join(folder, xml_name))
+    return folder
+
+
 @pytest.fixture
 def images():
     return make_images(4)
@@ -164,22 +171,36 @@ def test_a_csv_header_and_images_without_boxes_are_accepted(tmp_path, images):
     assert len(load_dataset(f"csv:{path}").records) == 4
 
 
-def test_boxes_outside_the_image_are_refused_naming_the_object(tmp_path, images):
-    folder = write_voc(str(tmp_path), images)
-    xml = voc_xml("train001.png", (96, 128), [(200, 10, 240, 40, "disc")])
-    ET.ElementTree(xml).write(os.path.join(folder, "train001.xml"))
-    with pytest.raises(
-        DatasetError,
-        match=r"train001.xml, object 1: <bndbox> .* lies entirely outside its 128 x 96",
-    ):
-        load_dataset(f"voc:{folder}")
+@pytest.mark.parametrize(
+    "name, size, box, error",
+    [
+        (
+            "train001",
+            (96, 128),
+            (200, 10, 240, 40),
+            r"train001.xml, object 1: <bndbox> .* lies entirely outside its 128 x 96",
+        ),
+        (
+            "train002",
+            (90, 128),
+            (2, 2, 20, 20),
+            r"train002.xml: <size> is 128 x 90 .*train002.png is 128 x 96 as Detectron2 reads",
+        ),
+    ],
+    ids=["box outside the image", "size of another image"],
+)
+def test_a_voc_file_that_disagrees_with_its_image_is_refused_naming_both(
+    tmp_path, images, name, size, box, error
+):
+    xml = voc_xml(f"{name}.png", size, [(*box, "disc")])
+    with pytest.raises(DatasetError, match=error):
+        load_dataset(f"voc:{voc_with(tmp_path, images, name + '.xml', xml)}")
 
 
 def test_a_voc_file_without_size_is_refused(tmp_path, images):
-    folder = write_voc(str(tmp_path), images)
     xml = voc_xml("train002.png", (96, 128), [(2, 2, 20, 20, "disc")])
     xml.remove(xml.find("size"))
-    ET.ElementTree(xml).write(os.path.join(folder, "train002.xml"))
+    folder = voc_with(tmp_path, images, "train002.xml", xml)
     with pytest.raises(DatasetError, match=r"train002.xml: no <size>"):
         load_dataset(f"voc:{folder}")
 
@@ -194,10 +215,9 @@ def test_a_voc_file_of_another_layout_is_refused(tmp_path, images):
 
 
 def test_a_voc_object_without_its_box_corners_is_refused(tmp_path, images):
-    folder = write_voc(str(tmp_path), images)
     xml = voc_xml("train000.png", (96, 128), [(2, 2, 20, 20, "disc")])
     xml.find("object/bndbox").remove(xml.find("object/bndbox/ymax"))
-    ET.ElementTree(xml).write(os.path.join(folder, "train000.xml"))
+    folder = voc_with(tmp_path, images, "train000.xml", xml)
     with pytest.raises(
         DatasetError, match=r"train000.xml, object 1: <ymax> is nothing, expected a number"
     ):
@@ -345,9 +365,12 @@ def test_voc_xml_files_in_subfolders_are_read(tmp_path, images):
 
 
 def test_a_voc_filename_naming_another_image_than_the_xmls_own_is_refused(tmp_path, images):
-    folder = write_voc(str(tmp_path), images)
-    xml = voc_xml("train000.png", (96, 128), [(2, 2, 20, 20, "disc")])
-    ET.ElementTree(xml).write(os.path.join(folder, "train001.xml"))
+    folder = voc_with(
+        tmp_path,
+        images,
+        "train001.xml",
+        voc_xml("train000.png", (96, 128), [(2, 2, 20, 20, "disc")]),
+    )
     with pytest.raises(
         DatasetError, match=r"train001.xml: <filename> names image .*train000.png, but .*train001"
     ):
@@ -365,32 +388,28 @@ def test_two_voc_files_annotating_one_image_are_refused_naming_both(tmp_path, im
         load_dataset(f"voc:{folder}")
 
 
-def test_a_voc_size_that_disagrees_with_the_image_is_refused_naming_both(tmp_path, images):
-    folder = write_voc(str(tmp_path), images)
-    xml = voc_xml("train002.png", (90, 128), [(2, 2, 20, 20, "disc")])
-    ET.ElementTree(xml).write(os.path.join(folder, "train002.xml"))
-    with pytest.raises(
-        DatasetError,
-        match=r"train002.xml: <size> is 128 x 90 .*train002.png is 128 x 96 as Detectron2 reads",
-    ):
-        load_dataset(f"voc:{folder}")
-
-
-def test_coco_images_sharing_a_file_are_refused(tmp_path, images):
-    path = write_coco(str(tmp_path), images)
-    coco = json.load(open(path))
+def share_file(coco):
     coco["images"][1]["file_name"] = "./" + coco["images"][0]["file_name"]
-    json.dump(coco, open(path, "w"))
-    with pytest.raises(
-        DatasetError, match=r"image id 2: file_name './images/train000.png' is also image id 1's"
-    ):
-        load_dataset(f"coco:{path}")
 
 
-def test_coco_categories_sharing_a_name_are_refused(tmp_path, images):
+def share_name(coco):
+    coco["categories"][1]["name"] = coco["categories"][0]["name"]
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        (share_file, r"image id 2: file_name './images/train000.png' is also image id 1's"),
+        (share_name, r"category ids 1 and 2: both named 'rectangle'"),
+    ],
+    ids=["two images of one file", "two categories of one name"],
+)
+def test_coco_entries_that_would_split_an_image_or_a_class_are_refused(
+    tmp_path, images, change, error
+):
     path = write_coco(str(tmp_path), images)
     coco = json.load(open(path))
-    coco["categories"][1]["name"] = coco["categories"][0]["name"]
+    change(coco)
     json.dump(coco, open(path, "w"))
-    with pytest.raises(DatasetError, match=r"category ids 1 and 2: both named 'rectangle'"):
+    with pytest.raises(DatasetError, match=error):
         load_dataset(f"coco:{path}")
