@@ -32,7 +32,7 @@ from detectron2.data import detection_utils
 import ltm_d2
 from ltm_d2 import load_config
 from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
-from ltm_d2.data.tiling import tile_records
+from ltm_d2.tiling.cutting import tile_records
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import describe_device, print_table  # noqa: E402

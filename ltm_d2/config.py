@@ -67,7 +67,7 @@ def add_ltm_config(cfg):
     cfg.TEST.BEST_CHECKPOINT.MODE = "max"
 
     # Images larger than the network input (aerial orthomosaics, slides) cut into overlapping
-    # square tiles (data/tiling.py): training images become one record per tile, and the test
+    # square tiles (ltm_d2/tiling/): training images become one record per tile, and the test
     # (Trainer.test, demo/demo.py) detects on tiles of the whole image, then merges by NMS.
     cfg.INPUT.TILING = CN()
     # Side of a tile in pixels of the original image; 0 turns tiling off. Images not larger than

@@ -15,8 +15,8 @@ from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 
 from .checkpoint import SafeCheckpointer
-from .modeling.tiled_inference import tiled_predictor
 from .preflight import check_weights_file
+from .tiling.prediction import tiled_predictor
 
 # Small images are drawn enlarged to this longer side, so that labels stay legible.
 MIN_DRAWN_SIZE = 512

@@ -13,15 +13,11 @@ from PIL import Image
 from detectron2.data import detection_utils
 from detectron2.data import transforms as T
 
-from ltm_d2.data.mapper import (
-    UNREADABLE,
-    DecodedImages,
-    SkippedImages,
-    SkippingDatasetMapper,
-    build_test_mapper,
-)
-from ltm_d2.data.tiling import ImageTooLargeError, tile_records
+from ltm_d2.data.mapper import UNREADABLE, SkippedImages, SkippingDatasetMapper
 from ltm_d2.data.validation import large_images_allowed
+from ltm_d2.tiling.cutting import tile_records
+from ltm_d2.tiling.prediction import build_test_mapper
+from ltm_d2.tiling.reading import DecodedImages, ImageTooLargeError
 
 from support import tiny_cfg
 

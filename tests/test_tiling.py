@@ -13,9 +13,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetMapper
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper, tiled_test_mapper
-from ltm_d2.data.tiling import cut_boxes, tile_records, tile_windows
-from ltm_d2.modeling import TiledDetector
+from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
+from ltm_d2.tiling.cutting import cut_boxes, tile_records, tile_windows
+from ltm_d2.tiling.prediction import TiledDetector, tiled_test_mapper
 
 from support import TINY_CONFIG, detecting_model, load_tool, run, tiny_cfg
 from support.user_data import make_images, write_csv

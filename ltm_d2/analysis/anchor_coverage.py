@@ -19,8 +19,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_backbone
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
-from ..data.tiling import tile_records
 from ..modeling.ltm_af import LTMAF
+from ..tiling.cutting import tile_records
 
 
 class ObjectCoverage(NamedTuple):

@@ -18,9 +18,9 @@ from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
+from ..tiling.cutting import tile_records
 from .mapper import UNREADABLE, MarkingTestDatasetMapper, SkippedImages, SkippingDatasetMapper
 from .shapes import SPLITS, ensure_split
-from .tiling import tile_records
 from .user_datasets import is_dataset_spec
 from .validation import DatasetError, raise_if_any, validate_training_datasets
 

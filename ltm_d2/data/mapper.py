@@ -1,15 +1,14 @@
 """
 The project's dataset mappers: training skips (and counts) the images it cannot read, evaluation
-marks them; training keeps the decoded images of tiles; images over PIL's pixel limit are read
-with tiling and refused without (data/tiling.py).
+marks them; a training record of a tile is read through ltm_d2/tiling/reading.py; images over
+PIL's pixel limit are read with tiling and refused without.
 """
 
 import copy
 import ctypes
 import logging
 import multiprocessing as mp
-from collections import OrderedDict
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,15 +19,11 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import SizeMismatchError
 
-from .tiling import check_image_pixels
+from ..tiling.reading import TILE_IMAGE_CACHE_BYTES, DecodedImages, check_image_pixels, read_tile
 from .validation import DatasetError, check_image_file_mode, large_images_allowed
 
 logger = logging.getLogger(__name__)
 
-# Bytes of decoded images the training mapper keeps for tiles, in each process that maps (each
-# data-loader worker): a 12000 x 12000 RGB image takes 432 MB, so two of them are kept. While it
-# decodes another image, a process holds that image too.
-TILE_IMAGE_CACHE_BYTES = 1 << 30
 # The key of a test record whose image could not be used; its value says why.
 UNREADABLE = "unreadable"
 
@@ -63,30 +58,6 @@ class SkippedImages:
         return first
 
 
-class DecodedImages:
-    """
-    The decoded images most recently used, by file name, at most `max_bytes` of them in all
-    (least recently used first out), but always the last one, whatever its size. The arrays are
-    read-only: users crop copies of them.
-    """
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._images: "OrderedDict[str, np.ndarray]" = OrderedDict()  # least recent first
-
-    def get(self, file_name: str, read: Callable[[str], np.ndarray]) -> np.ndarray:
-        """The image of `file_name`, from `read(file_name)` when not kept."""
-        image = self._images.pop(file_name, None)
-        if image is None:
-            image = read(file_name)
-            image.flags.writeable = False
-        self._images[file_name] = image
-        total = sum(kept.nbytes for kept in self._images.values())
-        while len(self._images) > 1 and total > self.max_bytes:
-            total -= self._images.popitem(last=False)[1].nbytes
-        return image
-
-
 class SkippingDatasetMapper(DatasetMapper):
     """
     Detectron2's training :class:`DatasetMapper`, which skips an image it cannot use instead of
@@ -96,13 +67,14 @@ class SkippingDatasetMapper(DatasetMapper):
     of 16-bit or floating-point pixels, which Detectron2 would read clipped to 0..255, stops the
     run instead with a DatasetError naming it (validation.check_image_mode).
 
-    A record with a "tile" [x1, y1, x2, y2] (data/tiling.py) is of that window of its image: the
-    image read is cropped to it before the augmentations, and checked against the record's
-    height and width, which are the window's. The decoded images of tiles are kept
-    (:class:`DecodedImages`, TILE_IMAGE_CACHE_BYTES in each process), so that the tiles of an
-    image that follow one another are cut from one decoding. With tiling, images over PIL's pixel
-    limit are read without its warning or error; without, such an image stops the run with an
-    ImageTooLargeError (data/tiling.py) that names it.
+    A record with a "tile" [x1, y1, x2, y2] (ltm_d2/tiling/cutting.py) is of that window of its
+    image: its pixels are read by ltm_d2/tiling/reading.py :func:`read_tile` before the
+    augmentations, and checked against the record's height and width, which are the window's.
+    The decoded images of tiles are kept (:class:`DecodedImages`, TILE_IMAGE_CACHE_BYTES in each
+    process), so that the tiles of an image that follow one another are cut from one decoding.
+    With tiling, images over PIL's pixel limit are read without its warning or error; without,
+    such an image stops the run with an ImageTooLargeError (ltm_d2/tiling/reading.py) that names
+    it.
     """
 
     def __init__(self, cfg, skipped: SkippedImages):
@@ -141,17 +113,13 @@ class SkippingDatasetMapper(DatasetMapper):
     def _map_tile(self, dataset_dict):
         """
         DatasetMapper.__call__ in training (without semantic segmentation and precomputed
-        proposals, which this project does not use) of a tile's record: the image, as Detectron2's
-        `read_image` returns it, is kept decoded (:class:`DecodedImages`) and a copy of the tile
-        is cut from it before the size check and the augmentations, which thus never change the
-        kept image; the annotations are already relative to the tile.
+        proposals, which this project does not use) of a tile's record: the tile's pixels come
+        from :func:`read_tile` (a copy cut from the image kept decoded) before the size check and
+        the augmentations, which thus never change the kept image; the annotations are already
+        relative to the tile.
         """
         dataset_dict = copy.deepcopy(dataset_dict)  # it will be modified by code below
-        image = self._tile_images.get(
-            dataset_dict["file_name"], lambda f: utils.read_image(f, format=self.image_format)
-        )  # (H, W, C) of the whole image, read-only
-        x1, y1, x2, y2 = dataset_dict["tile"]
-        aug_input = T.AugInput(image[y1:y2, x1:x2].copy())
+        aug_input = T.AugInput(read_tile(dataset_dict, self._tile_images, self.image_format))
         utils.check_image_size(dataset_dict, aug_input.image)  # an image smaller than expected
         transforms = self.augmentations(aug_input)
         image = aug_input.image  # (H, W, C)
@@ -196,18 +164,3 @@ class MarkingTestDatasetMapper(DatasetMapper):
                 if k in dataset_dict
             }
             return {**kept, UNREADABLE: f"{type(e).__name__}: {e}"}
-
-
-def tiled_test_mapper(cfg) -> MarkingTestDatasetMapper:
-    """
-    The test mapper without its resize (ResizeShortestEdge): with tiling, the model gets every
-    image at its original resolution, and TiledDetector resizes each tile (and each image not
-    larger than a tile, whole) as this mapper would otherwise resize the image.
-    """
-    return MarkingTestDatasetMapper(cfg, augmentations=[])
-
-
-def build_test_mapper(cfg) -> MarkingTestDatasetMapper:
-    """The test loader's mapper: :func:`tiled_test_mapper` with tiling; without, the test mapper
-    that resizes the image as Detectron2's does."""
-    return tiled_test_mapper(cfg) if cfg.INPUT.TILING.SIZE > 0 else MarkingTestDatasetMapper(cfg)

@@ -17,7 +17,6 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
-from ..data.mapper import build_test_mapper
 from ..data.shapes import SPLITS, ensure_split
 from ..evaluation import (
     NMSRecallEvaluator,
@@ -28,7 +27,7 @@ from ..evaluation import (
 )
 from ..evaluation.coco_ap import coco_json_file
 from ..modeling.test_time_augmentation import DenseDetectorWithTTA
-from ..modeling.tiled_inference import TiledDetector
+from ..tiling.prediction import TiledDetector, build_test_mapper
 from .hooks import SkippedImageMonitor
 from .precision import training_precision
 from .resume import RandomStateHook

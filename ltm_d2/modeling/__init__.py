@@ -5,4 +5,3 @@ from .ltm import LTM
 from .ltm_af import LTMAF
 from .matching import mean_max, negative_mean_max
 from .test_time_augmentation import DenseDetectorWithTTA
-from .tiled_inference import TiledDetector, tiled_predictor

@@ -1,4 +1,8 @@
-"""Detection on images larger than the network input, tile by tile (INPUT.TILING.*)."""
+"""
+Detection on images larger than the network input, tile by tile (INPUT.TILING.*): the test
+mapper that leaves images at their original resolution, the detector that cuts them into tiles
+and merges the tiles' detections, and Detectron2's predictor made to do the same.
+"""
 
 from typing import Dict, List
 
@@ -12,10 +16,26 @@ from detectron2.engine import DefaultPredictor
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
-from ..data.tiling import tile_windows
-from .test_time_augmentation import merge_detections
+from ..data.mapper import MarkingTestDatasetMapper
+from ..modeling.test_time_augmentation import merge_detections
+from .cutting import tile_windows
 
-__all__ = ["TiledDetector", "tiled_predictor"]
+__all__ = ["tiled_test_mapper", "build_test_mapper", "TiledDetector", "tiled_predictor"]
+
+
+def tiled_test_mapper(cfg) -> MarkingTestDatasetMapper:
+    """
+    The test mapper without its resize (ResizeShortestEdge): with tiling, the model gets every
+    image at its original resolution, and TiledDetector resizes each tile (and each image not
+    larger than a tile, whole) as this mapper would otherwise resize the image.
+    """
+    return MarkingTestDatasetMapper(cfg, augmentations=[])
+
+
+def build_test_mapper(cfg) -> MarkingTestDatasetMapper:
+    """The test loader's mapper: :func:`tiled_test_mapper` with tiling; without, the test mapper
+    that resizes the image as Detectron2's does."""
+    return tiled_test_mapper(cfg) if cfg.INPUT.TILING.SIZE > 0 else MarkingTestDatasetMapper(cfg)
 
 
 class TiledDetector(nn.Module):

@@ -1,71 +1,24 @@
 """
-Images larger than the network input (aerial orthomosaics, slides) cut into overlapping square
-tiles, in pixels of the original image (INPUT.TILING.*):
-
-- training: every record of an image larger than a tile becomes one record per tile
-  (:func:`tile_records`), whose image the training mapper crops to the tile;
-- test: the test loader does not resize the image (data/mapper.py :func:`tiled_test_mapper`);
-  :class:`ltm_d2.modeling.TiledDetector` detects on its tiles and merges their detections;
-- PIL's decompression-bomb limit (validation.py :func:`large_images_allowed`): lifted for this
-  project's reads with tiling, which is for images that large; without tiling, an image over it
-  is refused
-  (:func:`check_image_pixels`), since read whole it would be shrunk to the network's input.
-
-Built on Detectron2's own pieces (CropTransform, DatasetMapper, batched NMS) rather than SAHI,
-which loads Detectron2 models through Detectron2's plain `get_cfg`: that config refuses this
-project's MODEL.LTM keys.
+Images larger than the network input cut into overlapping square windows, in pixels of the
+original image (INPUT.TILING.*): the windows (:func:`tile_windows`), the boxes seen in a window
+(:func:`cut_boxes`), and the training records of the tiles of a dataset's big images
+(:func:`tile_records`).
 """
 
 import logging
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
 from detectron2.structures import BoxMode
 
-from .validation import DatasetError
-
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "tile_windows",
-    "cut_boxes",
-    "tile_records",
-    "check_image_pixels",
-    "ImageTooLargeError",
-]
+__all__ = ["tile_windows", "cut_boxes", "tile_records"]
 
 # Annotation keys of geometry other than the box; not carried into tiles (this project detects
 # boxes only, and its mapper drops them in any case).
 _UNTILED_KEYS = ("segmentation", "keypoints")
-
-
-class ImageTooLargeError(DatasetError):
-    """An image over PIL's pixel limit to be read whole (without tiling)."""
-
-
-def check_image_pixels(record: Dict, tiling: bool) -> None:
-    """
-    Without `tiling` (INPUT.TILING.SIZE 0), an ImageTooLargeError for a record whose image
-    ("height" x "width") is over PIL's pixel limit (`Image.MAX_IMAGE_PIXELS`, 89.5 megapixels by
-    default): PIL would warn at every read of it, or refuse it above twice the limit, and read
-    whole it would be shrunk to the network's input size, its objects with it. With tiling,
-    images of any size are read (:func:`.validation.large_images_allowed`).
-    """
-    limit = Image.MAX_IMAGE_PIXELS
-    height, width = record.get("height"), record.get("width")
-    if tiling or limit is None or height is None or width is None:
-        return
-    if height * width > limit:
-        raise ImageTooLargeError(
-            f"image id {record.get('image_id')}: image {record['file_name']} is {width} x "
-            f"{height} pixels ({height * width / 1e6:.1f} megapixels), over the "
-            f"{limit / 1e6:.1f} megapixels PIL reads without a decompression-bomb warning, and "
-            "read whole it would be shrunk to the network's input size; set INPUT.TILING.SIZE "
-            "(e.g. 800; docs/own_data.md, 'Images larger than the network input') to train and "
-            "detect on tiles of it at full resolution"
-        )
 
 
 def _starts(length: int, size: int, stride: int) -> np.ndarray:
