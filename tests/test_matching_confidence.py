@@ -11,8 +11,8 @@ from detectron2.data import DatasetCatalog
 from ltm_d2.analysis.matching_confidence import (
     BagConfidence,
     accumulated_heat_map,
+    annotated_input,
     bag_confidence,
-    network_input,
 )
 from ltm_d2.modeling.matching import mean_max, mean_max_weights
 
@@ -36,7 +36,7 @@ def test_bag_confidence_gives_each_chosen_object_a_bag_of_weights_summing_to_one
     model = build_tiny_model("MODEL.META_ARCHITECTURE", architecture)
     model.eval()
     record = DatasetCatalog.get("ltm_shapes_mini_val")[0]
-    batched_input = network_input(tiny_cfg(), record)
+    batched_input = annotated_input(tiny_cfg(), record)
     confidence = bag_confidence(model, batched_input, [0, 1])
     bag_size = 40
     assert confidence.weights.shape == (2, bag_size) and confidence.centres.shape == (
@@ -50,7 +50,7 @@ def test_bag_confidence_gives_each_chosen_object_a_bag_of_weights_summing_to_one
 
 def test_bag_confidence_refuses_a_plain_retinanet():
     model = build_tiny_model("MODEL.META_ARCHITECTURE", "RetinaNet")
-    batched_input = network_input(tiny_cfg(), DatasetCatalog.get("ltm_shapes_mini_val")[0])
+    batched_input = annotated_input(tiny_cfg(), DatasetCatalog.get("ltm_shapes_mini_val")[0])
     with pytest.raises(TypeError, match="LTM or LTMAF"):
         bag_confidence(model, batched_input, [0])
 

@@ -26,8 +26,8 @@ from detectron2.utils.logger import setup_logger
 
 from ltm_d2 import load_config
 from ltm_d2.analysis.matching_confidence import (
+    annotated_input,
     bag_confidence,
-    network_input,
     plot_matching_confidence,
 )
 from ltm_d2.checkpoint import SafeCheckpointer
@@ -81,7 +81,7 @@ def main(argv=None):
     )
     if not 0 <= args.image_index < len(records):
         sys.exit(f"error: --image-index {args.image_index}: the dataset has {len(records)} images")
-    batched_input = network_input(cfg, records[args.image_index])
+    batched_input = annotated_input(cfg, records[args.image_index])
     num_objects = len(batched_input["instances"])
     objects = args.objects if args.objects is not None else list(range(num_objects))
     if not objects or not all(0 <= i < num_objects for i in objects):

@@ -16,7 +16,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from detectron2.data import DatasetMapper
-from detectron2.data import transforms as T
+from detectron2.data.detection_utils import build_augmentation
 from detectron2.layers import cat
 from detectron2.structures import Boxes
 
@@ -32,14 +32,15 @@ class BagConfidence(NamedTuple):
     weights: Tensor  # (I, K) mean-max matching weights, summing to 1 over each bag
 
 
-def network_input(cfg, record: dict) -> dict:
+def annotated_input(cfg, record: dict) -> dict:
     """
-    A dataset record as the model sees it at test time (resized as cfg.INPUT's test sizes say),
-    with its annotations kept as `instances` in the resized image's coordinates.
+    A dataset record as the model sees it at test time (resized by Detectron2's test resize,
+    `build_augmentation(cfg, is_train=False)`), with its annotations kept as `instances` in the
+    resized image's coordinates, where a test mapper would drop them.
     """
     mapper = DatasetMapper(
         is_train=True,  # keeps the annotations; the only augmentation is the test-time resize
-        augmentations=[T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)],
+        augmentations=build_augmentation(cfg, is_train=False),
         image_format=cfg.INPUT.FORMAT,
     )
     return mapper(record)
@@ -50,7 +51,7 @@ def bag_confidence(model: LTM, batched_input: dict, objects: Sequence[int]) -> B
     """
     Args:
         model: an LTM or LTMAF model, in eval mode.
-        batched_input: one image from :func:`network_input`.
+        batched_input: one image from :func:`annotated_input`.
         objects: indices of the chosen objects among the image's annotations.
     """
     if not isinstance(model, LTM):

@@ -34,12 +34,13 @@ import torchvision.ops.boxes
 from torch import Tensor, nn
 
 from detectron2.config import CfgNode
-from detectron2.data import transforms as T
+from detectron2.data.detection_utils import build_augmentation
 from detectron2.export import STABLE_ONNX_OPSET_VERSION, TracingAdapter, scripting_with_instances
 from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
+from ltm_d2.data.model_input import model_input
 from ltm_d2.evaluation.nms_recall import nms_skipped
 
 # The Instances fields of a dense detector's output, declared for scripting.
@@ -76,12 +77,11 @@ class ExportError(RuntimeError):
 
 
 def network_input(cfg: CfgNode, bgr: np.ndarray) -> Dict:
-    """The model input of an (H, W, 3) BGR image, prepared as DefaultPredictor prepares it."""
+    """The model input of an (H, W, 3) BGR image, prepared as DefaultPredictor prepares it: in
+    INPUT.FORMAT, resized by the test resize, of float pixels."""
     image = bgr[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else bgr
-    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    resized = resize.get_transform(image).apply_image(image)
-    tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
-    return {"image": tensor, "height": bgr.shape[0], "width": bgr.shape[1]}
+    sample = model_input(image, *bgr.shape[:2], build_augmentation(cfg, is_train=False))
+    return dict(sample, image=sample["image"].float())
 
 
 def export_tracing(

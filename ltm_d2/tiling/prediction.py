@@ -6,7 +6,6 @@ and merges the tiles' detections, and Detectron2's predictor made to do the same
 
 from typing import Dict, List
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -17,6 +16,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
 from ..data.mapper import MarkingTestDatasetMapper
+from ..data.model_input import model_input
 from ..modeling.test_time_augmentation import merge_detections
 from .cutting import tile_windows
 
@@ -76,7 +76,7 @@ class TiledDetector(nn.Module):
         self.model = model
         self.size = cfg.INPUT.TILING.SIZE
         self.overlap = cfg.INPUT.TILING.OVERLAP
-        self.resize = T.AugmentationList(build_augmentation(cfg, is_train=False) if resize else [])
+        self.resize = build_augmentation(cfg, is_train=False) if resize else []
         self.nms_thresh = cfg.MODEL.RETINANET.NMS_THRESH_TEST
         self.max_detections = cfg.TEST.DETECTIONS_PER_IMAGE
         self.tiles_per_batch = tiles_per_batch
@@ -93,10 +93,7 @@ class TiledDetector(nn.Module):
 
     def _model_input(self, image: torch.Tensor, height: int, width: int) -> Dict:
         """The model's input for a (C, h, w) image or tile: resized, of original size h, w."""
-        aug_input = T.AugInput(image.permute(1, 2, 0).cpu().numpy())
-        self.resize(aug_input)
-        resized = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
-        return {"image": resized, "height": height, "width": width}
+        return model_input(image.permute(1, 2, 0).cpu().numpy(), height, width, self.resize)
 
     def _inference_one_image(self, input: Dict) -> Dict[str, Instances]:
         image = input["image"]  # (C, H, W)
