@@ -128,8 +128,8 @@ def test_a_wheel_ships_every_config_where_the_model_zoo_looks(installed_wheel):
 def test_with_a_wheel_installed_the_scripts_of_a_checkout_run_the_study_and_train(
     installed_wheel, tmp_path
 ):
-    checkout = tmp_path / "checkout"  # a clone's scripts and configs, without the package itself
-    for folder in ("configs", "tools"):
+    checkout = tmp_path / "checkout"  # a clone's scripts, harnesses and configs, not the package
+    for folder in ("configs", "tools", "dev"):
         shutil.copytree(os.path.join(REPO, folder), checkout / folder)
     shutil.copy(os.path.join(REPO, "train_net.py"), checkout)
     env = {
