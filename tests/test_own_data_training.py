@@ -68,7 +68,7 @@ def test_each_format_trains_keeps_the_best_checkpoint_and_evaluates_it(tmp_path,
 def test_coco_ap_of_a_csv_dataset_is_written_beside_the_results(tmp_path):
     run(*own_dataset(tmp_path / "data", "csv"), "OUTPUT_DIR", str(tmp_path / "run"))
     results = json.load(open(tmp_path / "run" / "inference" / "coco_instances_results.json"))
-    assert {r["category_id"] for r in results} <= {0, 1}
+    assert results and {r["category_id"] for r in results} <= {0, 1}  # the seeded run detects
 
 
 @pytest.mark.slow
