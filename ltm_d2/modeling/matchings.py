@@ -96,13 +96,12 @@ class LearnedMatching:
                 evidence.append(self.box_evidence(detector, anchors, deltas[n], bags_n, gt))
             bags.append(bags_n + n * num_anchors)
             classes.append(gt.gt_classes)
-        return self.batch_losses(
-            logits.reshape(num_images * num_anchors, num_classes),
-            cat(bags),
-            cat(classes),
-            cat(loc_likelihood),
-            cat(evidence),
+        # Joined under the same names, so that the per-image tensors are freed before the loss.
+        bags, classes, loc_likelihood, evidence = map(
+            cat, (bags, classes, loc_likelihood, evidence)
         )
+        logits = logits.reshape(num_images * num_anchors, num_classes)
+        return self.batch_losses(logits, bags, classes, loc_likelihood, evidence)
 
     def box_evidence(
         self, detector, anchors: Boxes, deltas: Tensor, bags: Tensor, gt: Instances
