@@ -4,8 +4,10 @@ import itertools
 import logging
 
 import pytest
+import torch
 
 from detectron2.data import DatasetCatalog
+from detectron2.data.common import MapDataset
 from detectron2.engine import TrainerBase
 
 from ltm_d2.data.build import build_checked_train_loader
@@ -114,3 +116,17 @@ def test_the_end_of_training_logs_how_many_images_were_skipped(records, caplog):
     with caplog.at_level(logging.WARNING, logger="ltm_d2.engine.hooks"):
         train_with_monitor(records, spoiled=[1], max_fraction=0.5, iterations=4)
     assert "1 of the 4 training images were skipped as unreadable" in caplog.text
+
+
+@pytest.mark.slow
+def test_an_image_skipped_in_a_spawned_worker_is_counted_by_the_main_process(records):
+    mapper = mapper_for(records)
+    spoil_image_file(records[1]["file_name"], "truncated")
+    loader = torch.utils.data.DataLoader(
+        MapDataset(records, mapper),
+        batch_size=None,
+        num_workers=1,
+        multiprocessing_context="spawn",  # as on macOS, and on Linux from Python 3.14
+    )
+    assert len(list(loader)) == len(records)  # the skipped image replaced by another
+    assert mapper.skipped.count == 1

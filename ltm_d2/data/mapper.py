@@ -5,9 +5,10 @@ PIL's pixel limit are read with tiling and refused without.
 """
 
 import copy
-import ctypes
 import logging
-import multiprocessing as mp
+import os
+import weakref
+from multiprocessing import shared_memory
 from typing import Sequence
 
 import numpy as np
@@ -31,13 +32,27 @@ UNREADABLE = "unreadable"
 class SkippedImages:
     """
     The set of training images found unreadable, in shared memory: the data-loader workers that
-    find them (forked or spawned) mark them, the main process counts them. Images are told apart
-    by file name.
+    find them mark them, the main process counts them. Images are told apart by file name.
+
+    Workers get the set pickled, by Detectron2's cloudpickle when they are spawned (as on macOS,
+    and from Python 3.14 on Linux) or inherit it when forked: it pickles as the name of its block
+    of shared memory (Python's `multiprocessing.shared_memory`), which a worker opens again, so
+    every process marks the same bytes. The process that made the block removes it.
     """
 
     def __init__(self, file_names: Sequence[str]):
         self._index = {name: i for i, name in enumerate(dict.fromkeys(file_names))}
-        self._marked = mp.Array(ctypes.c_bool, len(self._index))
+        self._memory = shared_memory.SharedMemory(create=True, size=max(1, len(self._index)))
+        self._memory.buf[: len(self._index)] = bytes(len(self._index))
+        weakref.finalize(self, _release, self._memory, os.getpid())
+
+    def __getstate__(self):
+        return {"index": self._index, "name": self._memory.name}
+
+    def __setstate__(self, state):
+        self._index = state["index"]
+        self._memory = shared_memory.SharedMemory(name=state["name"])
+        weakref.finalize(self, self._memory.close)
 
     @property
     def num_images(self) -> int:
@@ -47,15 +62,23 @@ class SkippedImages:
     @property
     def count(self) -> int:
         """The number of distinct images marked so far."""
-        return int(np.count_nonzero(np.frombuffer(self._marked.get_obj(), dtype=np.bool_)))
+        return int(np.count_nonzero(np.frombuffer(self._memory.buf, np.uint8)[: self.num_images]))
 
     def mark(self, file_name: str) -> bool:
-        """Mark an image as unreadable; returns True the first time it is marked."""
+        """Mark an image as unreadable; returns True the first time it is marked (two workers
+        marking one image at the same instant may both see a first time: it is then logged
+        twice, and counted once)."""
         i = self._index[file_name]
-        with self._marked.get_lock():
-            first = not self._marked[i]
-            self._marked[i] = True
+        first = self._memory.buf[i] == 0
+        self._memory.buf[i] = 1
         return first
+
+
+def _release(memory: shared_memory.SharedMemory, owner: int) -> None:
+    """Close a block of shared memory, and remove it in the process that made it."""
+    memory.close()
+    if os.getpid() == owner:
+        memory.unlink()
 
 
 class SkippingDatasetMapper(DatasetMapper):
