@@ -145,3 +145,14 @@ def test_ltm_af_is_refused_naming_its_linear_box_coder(tmp_path):
 def test_a_builder_registered_by_ltm_d2_is_refused_naming_the_key(key, name):
     with pytest.raises(NoPlainRetinaNetError, match=f"{key} '{name}' is registered by ltm_d2"):
         plain_retinanet_config(tiny_cfg(key, name))
+
+
+def test_converting_a_config_without_weights_says_that_the_plain_config_names_none(
+    tmp_path, capsys
+):
+    convert("--config-file", TINY_CONFIG, "--output", tmp_path / "plain.yaml", "MODEL.WEIGHTS", "")
+    assert "the config has no MODEL.WEIGHTS" in capsys.readouterr().out
+    convert(
+        "--config-file", TINY_CONFIG, "--output", tmp_path / "plain.yaml", "MODEL.WEIGHTS", "w.pth"
+    )
+    assert "MODEL.WEIGHTS" not in capsys.readouterr().out

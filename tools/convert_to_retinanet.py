@@ -40,6 +40,11 @@ def main(argv=None):
         text = plain_retinanet_yaml(cfg, args.config_file)
     except NoPlainRetinaNetError as e:
         sys.exit(f"error: {args.config_file}: {e}")
+    if not cfg.MODEL.WEIGHTS:
+        print(
+            "note: the config has no MODEL.WEIGHTS, so the plain config names no trained weights; "
+            "add MODEL.WEIGHTS path/to/model_final.pth to this command"
+        )
     if cfg.INPUT.TILING.SIZE > 0:
         print(
             f"note: INPUT.TILING.SIZE {cfg.INPUT.TILING.SIZE} is not carried over: a plain "
