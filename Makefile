@@ -4,6 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ltm_d2-setup
 TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
+SAHI_SPEC := sahi==0.12.8
 DEMO_CONFIG ?= configs/Shapes-Detection/ltm_R_18_FPN_short.yaml
 DEMO_OUTPUT ?= output/demo
 
@@ -20,6 +21,10 @@ $(STAMP): setup.py tools/install_detectron2.sh Makefile
 	bash tools/install_detectron2.sh $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip check
+	# SAHI, a client the tests run our plain RetinaNet config in; without its dependencies, as it
+	# asks for opencv-python>=4.12, which needs numpy 2, and the project keeps numpy<2 (setup.py);
+	# the packages its imports need are in the test extra.
+	$(PY) -m pip install --quiet --no-deps $(SAHI_SPEC)
 	@touch $(STAMP)
 
 test: setup

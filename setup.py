@@ -48,5 +48,19 @@ setup(
         "matplotlib",
         "Pillow",  # image sizes from file headers (a user's CSV dataset)
     ],
-    extras_require={"test": ["pytest", "hypothesis", "onnx", "onnxruntime", "ruff"]},
+    extras_require={
+        "slurm": ["submitit"],  # train_net.py --slurm-*: the run submitted to a SLURM cluster
+        "test": [
+            "pytest",
+            "hypothesis",
+            "onnx",
+            "onnxruntime",
+            "onnxscript",  # torch.onnx.export's dynamo exporter
+            "submitit",
+            "shapely",  # SAHI's, which the tests install without its pins (Makefile)
+            "fire",
+            "requests",
+            "ruff",
+        ],
+    },
 )
