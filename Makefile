@@ -20,7 +20,7 @@ $(STAMP): setup.py tools/install_detectron2.sh Makefile
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
 	bash tools/install_detectron2.sh $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -m pip check
+	$(PY) -m pip check | grep -v -e "^No broken requirements" -e "^sahi .*opencv-python" | (! grep .)
 	# SAHI, a client the tests run our plain RetinaNet config in; without its dependencies, as it
 	# asks for opencv-python>=4.12, which needs numpy 2, and the project keeps numpy<2 (setup.py);
 	# the packages its imports need are in the test extra.
