@@ -14,6 +14,9 @@ setup: $(STAMP)
 
 # Re-run only when the packaging files change; each step is itself idempotent. A torch and a
 # Detectron2 that the environment can already import (say, built from source with CUDA) are kept.
+# SAHI, a client the tests run our plain RetinaNet config in, goes in without its dependencies: it
+# asks for opencv-python>=4.12, which needs numpy 2, where the project keeps numpy<2 (setup.py); the
+# packages its imports need are in the test extra, and pip check passes over that one pin.
 $(STAMP): setup.py tools/install_detectron2.sh Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "setuptools<81" wheel
@@ -21,9 +24,6 @@ $(STAMP): setup.py tools/install_detectron2.sh Makefile
 	bash tools/install_detectron2.sh $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip check | grep -v -e "^No broken requirements" -e "^sahi .*opencv-python" | (! grep .)
-	# SAHI, a client the tests run our plain RetinaNet config in; without its dependencies, as it
-	# asks for opencv-python>=4.12, which needs numpy 2, and the project keeps numpy<2 (setup.py);
-	# the packages its imports need are in the test extra.
 	$(PY) -m pip install --quiet --no-deps $(SAHI_SPEC)
 	@touch $(STAMP)
 
