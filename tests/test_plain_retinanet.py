@@ -13,7 +13,7 @@ import torch
 from detectron2.config import get_cfg
 
 from ltm_d2.checkpoint import SafeCheckpointer
-from ltm_d2.deploy import NoPlainRetinaNetError, plain_retinanet_config
+from ltm_d2.deploy import NoPlainRetinaNetError, class_names, plain_retinanet_config
 from ltm_d2.visualization import safe_predictor
 
 from support import REPO, TINY_CONFIG, build_tiny_model, load_tool, tiny_cfg
@@ -67,19 +67,7 @@ def test_plain_detectron2_gives_exactly_the_detections_of_our_predictor(tmp_path
     plain_config = tmp_path / "plain.yaml"
     convert("--config-file", TINY_CONFIG, "--output", plain_config, "MODEL.WEIGHTS", weights)
     out = tmp_path / "plain_detections.pth"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tests", "support", "plain_detectron2_predict.py"),
-            str(plain_config),
-            str(out),
-            *images,
-        ],
-        cwd=tmp_path,
-        env=env,
-        check=True,
-    )
+    run_without_ltm_d2("plain_detectron2_predict.py", plain_config, out, *images, cwd=tmp_path)
     plain = torch.load(out, weights_only=True)
     assert plain["architecture"] == "RetinaNet" and plain["ltm_d2_modules"] == []
     assert plain["missing_keys"] == [] and plain["unexpected_keys"] == []
@@ -156,3 +144,52 @@ def test_converting_a_config_without_weights_says_that_the_plain_config_names_no
         "--config-file", TINY_CONFIG, "--output", tmp_path / "plain.yaml", "MODEL.WEIGHTS", "w.pth"
     )
     assert "MODEL.WEIGHTS" not in capsys.readouterr().out
+
+
+def run_without_ltm_d2(script, *argv, cwd):
+    """Run tests/support/`script` with `argv` in a Python process that cannot import ltm_d2."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "support", script), *map(str, argv)],
+        cwd=cwd,
+        env=env,
+        check=True,
+    )
+
+
+@pytest.mark.slow
+def test_sahi_on_the_plain_config_predicts_exactly_as_our_predictor_and_names_the_classes(
+    tmp_path, weights, images
+):
+    pytest.importorskip("sahi")
+    plain_config = tmp_path / "plain.yaml"
+    convert("--config-file", TINY_CONFIG, "--output", plain_config, "MODEL.WEIGHTS", weights)
+    out = tmp_path / "sahi.pth"
+    run_without_ltm_d2("sahi_predict.py", plain_config, out, 64, *images, cwd=tmp_path)
+    sahi = torch.load(out, weights_only=True)
+    assert sahi["ltm_d2_modules"] == []
+
+    cfg = tiny_cfg("MODEL.WEIGHTS", weights)
+    names = class_names(cfg)
+    predictor = safe_predictor(cfg)
+    for path, full, sliced in zip(images, sahi["full"], sahi["sliced"]):
+        ours = predictor(cv2.imread(path))["instances"]
+        assert len(ours) > 0
+        assert torch.equal(full["boxes"], ours.pred_boxes.tensor)
+        assert torch.equal(full["scores"], ours.scores)
+        assert torch.equal(full["classes"], ours.pred_classes)
+        assert full["names"] == [names[c] for c in ours.pred_classes]
+        height, width = cv2.imread(path).shape[:2]
+        assert len(sliced["boxes"]) > 0 and set(sliced["names"]) <= set(names)
+        assert (sliced["boxes"] >= 0).all()
+        assert (sliced["boxes"][:, [0, 2]] <= width).all()
+        assert (sliced["boxes"][:, [1, 3]] <= height).all()
+
+
+def test_the_plain_config_names_the_bundled_datasets_classes_in_a_line_to_copy(tmp_path):
+    convert("--config-file", TINY_CONFIG, "--output", tmp_path / "plain.yaml")
+    header = [line for line in open(tmp_path / "plain.yaml") if line.startswith("#")]
+    names = class_names(tiny_cfg())
+    assert names == ["disc", "square", "bar", "L-shape", "hook", "arrow"]
+    line = f"#   MetadataCatalog.get('ltm_shapes_mini_train').set(thing_classes={names!r})\n"
+    assert line in header

@@ -9,9 +9,10 @@ kept (backbone, anchors, box-regression weights, score threshold, top-k, NMS, in
 mean and std), the project's own keys (MODEL.LTM, INPUT.TILING, ...) left out.
 """
 
-from typing import Optional
+from typing import List, Optional
 
 from detectron2.config import CfgNode, get_cfg
+from detectron2.data import MetadataCatalog
 from detectron2.modeling import ANCHOR_GENERATOR_REGISTRY, BACKBONE_REGISTRY
 
 PLAIN_META_ARCHITECTURES = ("LTM", "RetinaNet")
@@ -82,16 +83,36 @@ def plain_retinanet_config(cfg: CfgNode) -> CfgNode:
     return plain
 
 
+def class_names(cfg: CfgNode) -> List[str]:
+    """
+    The names of the model's classes by index: DATASETS.CLASS_NAMES (a user's dataset), else the
+    `thing_classes` of its first training dataset (the bundled dataset); empty when neither is
+    known.
+    """
+    if cfg.DATASETS.CLASS_NAMES:
+        return list(cfg.DATASETS.CLASS_NAMES)
+    if not cfg.DATASETS.TRAIN:
+        return []
+    return list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []))
+
+
 def plain_retinanet_yaml(cfg: CfgNode, source: str) -> str:
     """
     The YAML text of :func:`plain_retinanet_config`, under a comment naming `source` (the config
-    it was made from) and the class names, which a plain config has no key for.
+    it was made from) and the class names, which a plain config has no key for, with the line of
+    plain Detectron2 that gives them to the metadata of DATASETS.TRAIN[0], where SAHI's Detectron2
+    adapter reads them.
     """
     plain = plain_retinanet_config(cfg)
     header = [
         f"# Plain Detectron2 RetinaNet view of {source}, written by ltm_d2 (docs/deploy.md).",
         "# Loads with detectron2.config.get_cfg() and merge_from_file(..., allow_unsafe=False).",
     ]
-    if cfg.DATASETS.CLASS_NAMES:
-        header.append(f"# Classes (by index): {', '.join(cfg.DATASETS.CLASS_NAMES)}")
+    names = class_names(cfg)
+    if names:
+        header.append(f"# Classes (by index): {', '.join(names)}")
+        if cfg.DATASETS.TRAIN:
+            header.append("# Named in a plain Detectron2 process (for SAHI, Visualizer) by:")
+            dataset = cfg.DATASETS.TRAIN[0]
+            header.append(f"#   MetadataCatalog.get({dataset!r}).set(thing_classes={names!r})")
     return "\n".join(header) + "\n" + plain.dump()
