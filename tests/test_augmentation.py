@@ -20,7 +20,7 @@ from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
 from ltm_d2.errors import UserError
 from ltm_d2.tiling.cutting import tile_records, tile_windows
 
-from support import REPO, record_of, tiny_cfg
+from support import REPO, record_of, run, tiny_cfg
 
 CONFIGS = [
     "Base-LTM.yaml",
@@ -233,3 +233,30 @@ def test_a_value_the_augmentations_cannot_use_is_refused_with_what_to_do(opts, m
     with pytest.raises(UserError) as error:
         check_augmentations(tiny_cfg(*opts))
     assert str(error.value).startswith(message)
+
+
+@pytest.mark.slow
+def test_train_net_trains_with_every_augmentation_and_logs_them(tmp_path):
+    out = str(tmp_path / "augmented")
+    log = run(
+        *VALID,
+        "INPUT.AUGMENT.SCALE_JITTER_SIZE",
+        "128",
+        "OUTPUT_DIR",
+        out,
+        "DATASETS.TEST",
+        "()",
+        "SOLVER.MAX_ITER",
+        "2",
+        "SEED",
+        "1",
+    )
+    assert (
+        "Augmentations used in training: [ResizeScale(min_scale=0.1, max_scale=2.0, "
+        "target_height=128, target_width=128), FixedSizeCrop(crop_size=(128, 128)), RandomFlip(), "
+        "RandomFlip(horizontal=False, vertical=True), RandomRotation(angle=[0, 90, 180, 270], "
+        "sample_style='choice'), RandomBrightness(intensity_min=0.8, intensity_max=1.2), "
+        "RandomContrast(intensity_min=0, intensity_max=1), "
+        "RandomSaturation(intensity_min=1.0, intensity_max=1.0, image_format='BGR')]"
+    ) in log
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
