@@ -79,6 +79,25 @@ def add_ltm_config(cfg):
     # training record; one with at least it is clipped to the tile.
     cfg.INPUT.TILING.MIN_VISIBLE = 0.5
 
+    # Training augmentations added to Detectron2's resize (INPUT.MIN_SIZE_TRAIN) and flip
+    # (INPUT.RANDOM_FLIP), of whole images and tiles alike (data/augmentation.py); all off.
+    cfg.INPUT.AUGMENT = CN()
+    # Flip each image upside down with probability 0.5, besides INPUT.RANDOM_FLIP's flip.
+    cfg.INPUT.AUGMENT.VERTICAL_FLIP = False
+    # Rotate each image by 0, 90, 180 or 270 degrees, each as likely (exact: no interpolation).
+    cfg.INPUT.AUGMENT.ROTATE_90 = False
+    # (low, high): large-scale jitter in place of the shortest-edge resize: the image resized to
+    # fit a square of SCALE_JITTER_SIZE times a scale drawn in [low, high], then a random square
+    # of SCALE_JITTER_SIZE cut from it (padded where smaller); () is off.
+    cfg.INPUT.AUGMENT.SCALE_JITTER = ()
+    # Side in pixels of that square; set with SCALE_JITTER.
+    cfg.INPUT.AUGMENT.SCALE_JITTER_SIZE = 0
+    # (low, high): the brightness, contrast, saturation of each image scaled by a factor drawn in
+    # [low, high] (1 keeps the image), e.g. (0.8, 1.2); () is off.
+    cfg.INPUT.AUGMENT.BRIGHTNESS = ()
+    cfg.INPUT.AUGMENT.CONTRAST = ()
+    cfg.INPUT.AUGMENT.SATURATION = ()
+
 
 def load_config(config_file: str, opts: Sequence = ()) -> CN:
     """

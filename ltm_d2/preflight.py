@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+from .data.augmentation import check_augmentations
 from .data.build import check_test_images, check_training_datasets, warn_of_crowded_test_images
 from .engine.precision import GPU_PRECISIONS
 from .errors import UserError
@@ -37,9 +38,9 @@ def check_run(cfg, training: bool, resume: bool = False) -> None:
     The checks of a training or evaluation run of `cfg`: the output folder, the weights (not read
     when --resume finds a checkpoint in OUTPUT_DIR to continue from), test images holding more
     objects than the detections kept (a warning) and, for training, the
-    training datasets (:func:`check_training_datasets`), the test images (:func:`check_test_images`:
-    an image the evaluation after training cannot read stops the run now) and the mixed precision
-    asked for.
+    augmentations (:func:`check_augmentations`), the training datasets
+    (:func:`check_training_datasets`), the test images (:func:`check_test_images`: an image the
+    evaluation after training cannot read stops the run now) and the mixed precision asked for.
     """
     check_output_dir(cfg.OUTPUT_DIR)
     if not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
@@ -51,6 +52,7 @@ def check_run(cfg, training: bool, resume: bool = False) -> None:
                 f"SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER}: expected at least 1 iteration to train "
                 "(--eval-only evaluates MODEL.WEIGHTS without training)."
             )
+        check_augmentations(cfg)
         check_training_datasets(cfg)
         check_test_images(cfg)
         if cfg.SOLVER.AMP.PRECISION not in GPU_PRECISIONS:

@@ -17,23 +17,8 @@ from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
 from ltm_d2.tiling.cutting import cut_boxes, tile_records, tile_windows
 from ltm_d2.tiling.prediction import TiledDetector, tiled_test_mapper
 
-from support import TINY_CONFIG, detecting_model, load_tool, run, tiny_cfg
+from support import TINY_CONFIG, detecting_model, load_tool, record_of, run, tiny_cfg
 from support.user_data import make_images, write_csv
-
-
-def record_of(boxes_xyxy, size, mode=BoxMode.XYXY_ABS, file_name="image.png"):
-    """A dataset record of an image of `size` (H, W) with class-0 boxes, given in `mode`."""
-    boxes = BoxMode.convert(np.asarray(boxes_xyxy, dtype=np.float64), BoxMode.XYXY_ABS, mode)
-    annotations = [
-        {"bbox": box.tolist(), "bbox_mode": mode, "category_id": 0, "iscrowd": 0} for box in boxes
-    ]
-    return {
-        "file_name": file_name,
-        "image_id": 7,
-        "height": size[0],
-        "width": size[1],
-        "annotations": annotations,
-    }
 
 
 def tile_boxes_in_image(tiles):

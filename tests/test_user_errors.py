@@ -118,6 +118,23 @@ def test_a_schedule_of_no_iterations_is_refused_before_the_model_is_built(
     assert "SOLVER.MAX_ITER 0: expected at least 1 iteration to train" in err
 
 
+def test_an_augmentation_it_cannot_use_is_refused_before_the_model_is_built(
+    train_net, capsys, monkeypatch, tmp_path
+):
+    err = train_net_error(
+        train_net,
+        capsys,
+        monkeypatch,
+        "--config-file",
+        TINY_CONFIG,
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "INPUT.AUGMENT.BRIGHTNESS",
+        "(1.2, 0.8)",
+    )
+    assert "INPUT.AUGMENT.BRIGHTNESS (1.2, 0.8): expected () (off) or a range of factors" in err
+
+
 def test_an_invalid_dataset_is_reported_before_the_model_is_built(
     train_net, capsys, monkeypatch, tmp_path
 ):

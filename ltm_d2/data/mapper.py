@@ -21,6 +21,7 @@ from detectron2.data import transforms as T
 from detectron2.data.detection_utils import SizeMismatchError
 
 from ..tiling.reading import TILE_IMAGE_CACHE_BYTES, DecodedImages, check_image_pixels, read_tile
+from .augmentation import training_augmentations
 from .validation import DatasetError, check_image_file_mode, large_images_allowed
 
 logger = logging.getLogger(__name__)
@@ -83,12 +84,14 @@ def _release(memory: shared_memory.SharedMemory, owner: int) -> None:
 
 class SkippingDatasetMapper(DatasetMapper):
     """
-    Detectron2's training :class:`DatasetMapper`, which skips an image it cannot use instead of
-    ending the run: a missing, truncated or undecodable file, or one whose size differs from the
-    dataset's. The image is marked in `skipped` and logged the first time; the mapper returns
-    None, on which Detectron2's `MapDataset` maps another image, so batches stay full. An image
-    of 16-bit or floating-point pixels, which Detectron2 would read clipped to 0..255, stops the
-    run instead with a DatasetError naming it (validation.check_image_mode).
+    Detectron2's training :class:`DatasetMapper`, with the augmentations of
+    ltm_d2/data/augmentation.py :func:`training_augmentations` (Detectron2's, and those
+    INPUT.AUGMENT adds), which skips an image it cannot use instead of ending the run: a missing,
+    truncated or undecodable file, or one whose size differs from the dataset's. The image is
+    marked in `skipped` and logged the first time; the mapper returns None, on which Detectron2's
+    `MapDataset` maps another image, so batches stay full. An image of 16-bit or floating-point
+    pixels, which Detectron2 would read clipped to 0..255, stops the run instead with a
+    DatasetError naming it (validation.check_image_mode).
 
     A record with a "tile" [x1, y1, x2, y2] (ltm_d2/tiling/cutting.py) is of that window of its
     image: its pixels are read by ltm_d2/tiling/reading.py :func:`read_tile` before the
@@ -106,6 +109,12 @@ class SkippingDatasetMapper(DatasetMapper):
         self.tiling = cfg.INPUT.TILING.SIZE > 0
         self._modes_checked = set()
         self._tile_images = DecodedImages(TILE_IMAGE_CACHE_BYTES)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        """DatasetMapper's arguments of `cfg`, the augmentations those of
+        :func:`training_augmentations`."""
+        return {**super().from_config(cfg, is_train), "augmentations": training_augmentations(cfg)}
 
     def _check_mode(self, dataset_dict) -> None:
         """A DatasetError for an image not of 8 bits per channel (validation.check_image_file_mode),

@@ -10,12 +10,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.env import seed_all_rng
 
 from ltm_d2 import load_config
@@ -75,6 +76,21 @@ def make_input(boxes, classes, size=(64, 64), seed=0):
     instances.gt_classes = torch.as_tensor(classes, dtype=torch.int64).reshape(-1)
     image = torch.randint(0, 256, (3, *size), generator=g).float()
     return {"image": image, "instances": instances, "height": size[0], "width": size[1]}
+
+
+def record_of(boxes_xyxy, size, mode=BoxMode.XYXY_ABS, file_name="image.png"):
+    """A dataset record of an image of `size` (H, W) with class-0 boxes, given in `mode`."""
+    boxes = BoxMode.convert(np.asarray(boxes_xyxy, dtype=np.float64), BoxMode.XYXY_ABS, mode)
+    annotations = [
+        {"bbox": box.tolist(), "bbox_mode": mode, "category_id": 0, "iscrowd": 0} for box in boxes
+    ]
+    return {
+        "file_name": file_name,
+        "image_id": 7,
+        "height": size[0],
+        "width": size[1],
+        "annotations": annotations,
+    }
 
 
 def random_boxes(n, size, seed, min_size=4.0):
