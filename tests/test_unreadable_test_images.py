@@ -6,10 +6,8 @@ it is skipped with a warning and left out of the AP, never a traceback after tra
 import logging
 
 import pytest
-import torch
 
 from detectron2.data import DatasetCatalog
-from detectron2.structures import Boxes, BoxMode, Instances
 
 from ltm_d2 import load_config
 from ltm_d2.data import DatasetError
@@ -17,7 +15,7 @@ from ltm_d2.data.validation import register_checked_coco
 from ltm_d2.engine import Trainer
 from ltm_d2.preflight import check_run
 
-from support import TINY_CONFIG
+from support import TINY_CONFIG, GroundTruthModel
 from support.coco_files import spoil_image_file, write_coco
 from support.user_data import make_images, write_csv, write_voc
 
@@ -39,31 +37,6 @@ def config(tmp_path, train, test, *opts):
             *opts,
         ],
     )
-
-
-class GroundTruthModel(torch.nn.Module):
-    """Detects exactly the objects of each image's record, with score 1."""
-
-    def __init__(self, records):
-        super().__init__()
-        self.records = {r["file_name"]: r for r in records}
-
-    def forward(self, inputs):
-        outputs = []
-        for x in inputs:
-            record = self.records[x["file_name"]]
-            boxes = [
-                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                for a in record["annotations"]
-            ]
-            instances = Instances((record["height"], record["width"]))
-            instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-            instances.scores = torch.ones(len(boxes))
-            instances.pred_classes = torch.tensor(
-                [a["category_id"] for a in record["annotations"]], dtype=torch.int64
-            )
-            outputs.append({"instances": instances})
-        return outputs
 
 
 @pytest.mark.parametrize("how", SPOILS)
