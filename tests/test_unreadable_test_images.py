@@ -1,6 +1,7 @@
 """
 A test image that cannot be read stops a training run before training, naming it; at evaluation
-it is skipped with a warning and left out of the AP, never a traceback after training.
+it is skipped with a warning and left out of the AP and the dense-object metrics, never a
+traceback after training.
 """
 
 import logging
@@ -68,6 +69,18 @@ def test_an_unreadable_test_image_is_left_out_of_the_ap_with_a_warning(tmp_path,
     assert results["bbox"]["AP50"] == pytest.approx(100.0)  # the skipped image's objects not missed
     assert f"Skipping test image {records[2]['file_name']}" in caplog.text
     assert "1 test image(s) could not be read and were left out" in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["csv", "voc"])
+def test_an_unreadable_test_image_is_left_out_of_the_dense_metrics(tmp_path, fmt):
+    path = {"csv": write_csv, "voc": write_voc}[fmt](str(tmp_path), make_images(4))
+    cfg = config(tmp_path, f"{fmt}:{path}", f"{fmt}:{path}", "TEST.DENSE_METRICS.ENABLED", "True")
+    records = DatasetCatalog.get(f"{fmt}:{path}")
+    spoil_image_file(records[2]["file_name"], "truncated")
+    dense = Trainer.test(cfg, GroundTruthModel(records))["dense"]
+    read_objects = sum(len(r["annotations"]) for i, r in enumerate(records) if i != 2)
+    assert (dense["TP"], dense["FP"], dense["FN"]) == (read_objects, 0, 0)
+    assert dense["count_MAE"] == 0.0 and dense["AP50"] == pytest.approx(100.0)
 
 
 def test_a_class_name_with_a_slash_is_evaluated_by_the_voc_evaluator(tmp_path):
