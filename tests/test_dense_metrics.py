@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from detectron2.data import DatasetCatalog
+from detectron2.engine import launch
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.structures import Boxes, BoxMode, Instances, pairwise_iou
+from detectron2.utils import comm
 
 from ltm_d2.engine import Trainer
 from ltm_d2.errors import UserError
@@ -141,6 +143,29 @@ def test_a_detection_on_a_difficult_object_is_neither_true_nor_false():
     register("dense_difficult", {2: OBJECTS[2]}, ignored={(2, 0)})
     results = evaluate("dense_difficult", {2: DETECTIONS[2]})
     assert (results["TP"], results["FP"], results["FN"], results["count_MAE"]) == (1, 0, 0, 0.0)
+
+
+def evaluate_on_two_workers(path):
+    """Worker 0 evaluates image 2, worker 1 images 1 and 3; the main process writes the figures."""
+    register("dense_hand_made", OBJECTS)
+    evaluator = DenseObjectEvaluator("dense_hand_made")
+    mine = [i for i in DETECTIONS if i % 2 == comm.get_rank()]
+    evaluator.process([{"image_id": i} for i in mine], [output(DETECTIONS[i]) for i in mine])
+    results = evaluator.evaluate()
+    if comm.is_main_process():
+        with open(path, "w") as f:
+            json.dump(results["dense"], f)
+    else:
+        assert results == {}
+
+
+@pytest.mark.slow
+def test_two_workers_gather_the_figures_of_one_process(tmp_path):
+    register("dense_hand_made", OBJECTS)
+    single = evaluate("dense_hand_made", DETECTIONS)
+    launch(evaluate_on_two_workers, 2, dist_url="auto", args=(str(tmp_path / "dense.json"),))
+    with open(tmp_path / "dense.json") as f:
+        assert json.load(f) == pytest.approx(single)
 
 
 def sequential_greedy(candidates, iou):
