@@ -46,6 +46,15 @@ def add_ltm_config(cfg):
     cfg.MODEL.LTM.POINT_CENTRAL_REGION = 0.8
     # Evaluate NMS recall (NR, NR_tau of paper Table 4) beside COCO AP; runs inference twice.
     cfg.TEST.NMS_RECALL = False
+    # The figures of crowded datasets beside COCO AP / VOC mAP (evaluation/dense_objects.py):
+    # precision, recall, F1, mean absolute count error per image, AP50, as results["dense"].
+    cfg.TEST.DENSE_METRICS = CN()
+    cfg.TEST.DENSE_METRICS.ENABLED = False
+    # A detection is a true positive at IoU >= this with an unmatched object of its class
+    # (DeepForest's 0.4).
+    cfg.TEST.DENSE_METRICS.IOU_THRESHOLD = 0.4
+    # Only detections of score >= this count (the boxes that demo/demo.py draws by default).
+    cfg.TEST.DENSE_METRICS.SCORE_THRESHOLD = 0.5
 
     # SOLVER.AMP.ENABLED asks for mixed precision; where the run is decides what it means
     # (engine/precision.py): on a GPU, autocast in this dtype ("float16", or "bfloat16" where the

@@ -33,16 +33,36 @@ def check_output_dir(output_dir: str) -> None:
         ) from e
 
 
+def check_dense_metrics(cfg) -> None:
+    """TEST.DENSE_METRICS, when enabled, has an IoU threshold in (0, 1] and a score threshold in
+    [0, 1]."""
+    dense = cfg.TEST.DENSE_METRICS
+    if not dense.ENABLED:
+        return
+    if not 0 < dense.IOU_THRESHOLD <= 1:
+        raise UserError(
+            f"TEST.DENSE_METRICS.IOU_THRESHOLD {dense.IOU_THRESHOLD}: must be in (0, 1], the "
+            "smallest IoU at which a detection finds an object (e.g. 0.4, DeepForest's, or 0.5)."
+        )
+    if not 0 <= dense.SCORE_THRESHOLD <= 1:
+        raise UserError(
+            f"TEST.DENSE_METRICS.SCORE_THRESHOLD {dense.SCORE_THRESHOLD}: must be in [0, 1], the "
+            "smallest score of a detection that counts (e.g. 0.5)."
+        )
+
+
 def check_run(cfg, training: bool, resume: bool = False) -> None:
     """
-    The checks of a training or evaluation run of `cfg`: the output folder, the weights (not read
-    when --resume finds a checkpoint in OUTPUT_DIR to continue from), test images holding more
-    objects than the detections kept (a warning) and, for training, the
-    augmentations (:func:`check_augmentations`), the training datasets
+    The checks of a training or evaluation run of `cfg`: the output folder, the thresholds of
+    TEST.DENSE_METRICS (:func:`check_dense_metrics`), the weights (not read when --resume finds a
+    checkpoint in OUTPUT_DIR to continue from), test images holding more objects than the
+    detections kept (a warning) and, for training, the augmentations
+    (:func:`check_augmentations`), the training datasets
     (:func:`check_training_datasets`), the test images (:func:`check_test_images`: an image the
     evaluation after training cannot read stops the run now) and the mixed precision asked for.
     """
     check_output_dir(cfg.OUTPUT_DIR)
+    check_dense_metrics(cfg)
     if not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
         check_weights_file(cfg.MODEL.WEIGHTS)
     warn_of_crowded_test_images(cfg)

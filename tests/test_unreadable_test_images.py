@@ -1,15 +1,14 @@
 """
 A test image that cannot be read stops a training run before training, naming it; at evaluation
-it is skipped with a warning and left out of the AP, never a traceback after training.
+it is skipped with a warning and left out of the AP and the dense-object metrics, never a
+traceback after training.
 """
 
 import logging
 
 import pytest
-import torch
 
 from detectron2.data import DatasetCatalog
-from detectron2.structures import Boxes, BoxMode, Instances
 
 from ltm_d2 import load_config
 from ltm_d2.data import DatasetError
@@ -17,7 +16,7 @@ from ltm_d2.data.validation import register_checked_coco
 from ltm_d2.engine import Trainer
 from ltm_d2.preflight import check_run
 
-from support import TINY_CONFIG
+from support import TINY_CONFIG, GroundTruthModel
 from support.coco_files import spoil_image_file, write_coco
 from support.user_data import make_images, write_csv, write_voc
 
@@ -39,31 +38,6 @@ def config(tmp_path, train, test, *opts):
             *opts,
         ],
     )
-
-
-class GroundTruthModel(torch.nn.Module):
-    """Detects exactly the objects of each image's record, with score 1."""
-
-    def __init__(self, records):
-        super().__init__()
-        self.records = {r["file_name"]: r for r in records}
-
-    def forward(self, inputs):
-        outputs = []
-        for x in inputs:
-            record = self.records[x["file_name"]]
-            boxes = [
-                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                for a in record["annotations"]
-            ]
-            instances = Instances((record["height"], record["width"]))
-            instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-            instances.scores = torch.ones(len(boxes))
-            instances.pred_classes = torch.tensor(
-                [a["category_id"] for a in record["annotations"]], dtype=torch.int64
-            )
-            outputs.append({"instances": instances})
-        return outputs
 
 
 @pytest.mark.parametrize("how", SPOILS)
@@ -95,6 +69,18 @@ def test_an_unreadable_test_image_is_left_out_of_the_ap_with_a_warning(tmp_path,
     assert results["bbox"]["AP50"] == pytest.approx(100.0)  # the skipped image's objects not missed
     assert f"Skipping test image {records[2]['file_name']}" in caplog.text
     assert "1 test image(s) could not be read and were left out" in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["csv", "voc"])
+def test_an_unreadable_test_image_is_left_out_of_the_dense_metrics(tmp_path, fmt):
+    path = {"csv": write_csv, "voc": write_voc}[fmt](str(tmp_path), make_images(4))
+    cfg = config(tmp_path, f"{fmt}:{path}", f"{fmt}:{path}", "TEST.DENSE_METRICS.ENABLED", "True")
+    records = DatasetCatalog.get(f"{fmt}:{path}")
+    spoil_image_file(records[2]["file_name"], "truncated")
+    dense = Trainer.test(cfg, GroundTruthModel(records))["dense"]
+    read_objects = sum(len(r["annotations"]) for i, r in enumerate(records) if i != 2)
+    assert (dense["TP"], dense["FP"], dense["FN"]) == (read_objects, 0, 0)
+    assert dense["count_MAE"] == 0.0 and dense["AP50"] == pytest.approx(100.0)
 
 
 def test_a_class_name_with_a_slash_is_evaluated_by_the_voc_evaluator(tmp_path):

@@ -19,6 +19,7 @@ from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
 from ..data.shapes import SPLITS, ensure_split
 from ..evaluation import (
+    DenseObjectEvaluator,
     NMSRecallEvaluator,
     SkippingCOCOEvaluator,
     SkippingUnreadableImages,
@@ -165,8 +166,9 @@ class Trainer(DefaultTrainer):
         """
         The evaluator of the dataset's `evaluator_type`, as Detectron2's tools choose it: Pascal
         VOC mAP (VOCEvaluator) for "pascal_voc", COCOEvaluator otherwise, into `output_folder`
-        (default OUTPUT_DIR/inference); and NR with TEST.NMS_RECALL (also written there, as
-        nms_recall.json).
+        (default OUTPUT_DIR/inference); with TEST.DENSE_METRICS.ENABLED, precision, recall, F1,
+        count error and AP50 as results["dense"] (:class:`DenseObjectEvaluator`); and NR with
+        TEST.NMS_RECALL (also written there, as nms_recall.json).
         """
         if dataset_name in SPLITS:
             ensure_split(dataset_name)  # COCOEvaluator reads the annotation file at once
@@ -197,6 +199,13 @@ class Trainer(DefaultTrainer):
                 dataset_name,
                 output_dir=output_folder,
                 max_dets_per_image=max(100, cfg.TEST.DETECTIONS_PER_IMAGE),
+            )
+        if cfg.TEST.DENSE_METRICS.ENABLED:
+            evaluator = DenseObjectEvaluator(
+                dataset_name,
+                cfg.TEST.DENSE_METRICS.IOU_THRESHOLD,
+                cfg.TEST.DENSE_METRICS.SCORE_THRESHOLD,
+                ap_evaluator=evaluator,
             )
         if not cfg.TEST.NMS_RECALL:
             return evaluator

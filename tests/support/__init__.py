@@ -112,6 +112,31 @@ def detecting_model(meta_arch="LTM", *opts, device="cpu"):
     return model.eval()
 
 
+class GroundTruthModel(torch.nn.Module):
+    """Detects exactly the objects of each image's record, with score 1."""
+
+    def __init__(self, records):
+        super().__init__()
+        self.records = {r["file_name"]: r for r in records}
+
+    def forward(self, inputs):
+        outputs = []
+        for x in inputs:
+            record = self.records[x["file_name"]]
+            boxes = [
+                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                for a in record["annotations"]
+            ]
+            instances = Instances((record["height"], record["width"]))
+            instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+            instances.scores = torch.ones(len(boxes))
+            instances.pred_classes = torch.tensor(
+                [a["category_id"] for a in record["annotations"]], dtype=torch.int64
+            )
+            outputs.append({"instances": instances})
+        return outputs
+
+
 @functools.lru_cache(maxsize=None)
 def train_net_arguments():
     return load_tool("train_net.py").argument_parser()
