@@ -5,6 +5,7 @@ of one process on their union batch; the mistakes of a submission end with a mes
 """
 
 import os
+import pickle
 import sys
 
 import pytest
@@ -13,13 +14,21 @@ import torch
 from detectron2.engine.launch import _find_free_port
 
 from ltm_d2 import load_config
-from ltm_d2.engine.slurm import FIRST_PORT, NUM_PORTS, slurm_requested, submit, worker_layout
+from ltm_d2.engine.slurm import (
+    FIRST_PORT,
+    NUM_PORTS,
+    SlurmTraining,
+    slurm_requested,
+    submit,
+    worker_layout,
+)
 from ltm_d2.errors import UserError
 
 from support import REPO, TINY_CONFIG, load_tool, run, seeded_trainer, train_net_arguments
 from support.distributed import assert_close_per_parameter
 
 submitit = pytest.importorskip("submitit")
+cloudpickle = pytest.importorskip("cloudpickle")  # submitit's pickler
 
 # Task 6 of a job of 2 nodes x 4 tasks, as SLURM describes it to the task.
 SLURM_TASK = {
@@ -173,3 +182,12 @@ def test_train_net_without_sbatch_ends_with_the_message_and_no_traceback(tmp_pat
     log = run("--slurm-nodes", "2", "OUTPUT_DIR", str(tmp_path / "out"), expect_success=False)
     assert "Error: --slurm-nodes: there is no sbatch on this machine." in log
     assert "Traceback" not in log
+
+
+def test_a_preempted_job_is_resubmitted_with_resume_and_the_same_options():
+    submitted = arguments("--slurm-nodes", "2", "--slurm-gpus-per-node", "8")
+    training = SlurmTraining(load_tool("train_net.py").main, submitted)
+    # submitit pickles the resubmission for the requeued job.
+    resumed = pickle.loads(cloudpickle.dumps(training.checkpoint().function)).args
+    assert resumed.resume and not submitted.resume
+    assert {**vars(resumed), "resume": False} == vars(submitted)
