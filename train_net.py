@@ -7,6 +7,8 @@ Train or evaluate an LTM detector, the Detectron2 way:
 
 Without a GPU it runs on the CPU; `--num-gpus N` then starts N CPU workers (gloo). Ctrl-C ends
 training with the command that continues it from its last checkpoint (exit status 130).
+`--slurm-nodes N --slurm-gpus-per-node G` submits the same run to a SLURM cluster (submitit),
+options here rather than in a separate tool: one command line trains here or on SLURM alike.
 """
 
 import logging
@@ -24,6 +26,7 @@ from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.engine import Trainer
 from ltm_d2.engine.launch import DEFAULT_JOIN_TIMEOUT, launch
+from ltm_d2.engine.slurm import add_slurm_arguments, slurm_requested, submit
 from ltm_d2.errors import INTERRUPTED_EXIT, UserErrorTracebackFilter, debugging, run_main
 from ltm_d2.preflight import check_run
 
@@ -65,7 +68,7 @@ def main(args):
 
 
 def argument_parser():
-    """Detectron2's arguments, and --join-timeout."""
+    """Detectron2's arguments, --join-timeout and the --slurm-* options."""
     parser = default_argument_parser()
     parser.add_argument(
         "--join-timeout",
@@ -75,12 +78,20 @@ def argument_parser():
         help="with --num-machines > 1: how long to wait for every machine to join (default: "
         "%(default)g); a machine missing then ends the run with a message naming it",
     )
+    add_slurm_arguments(parser)
     return parser
 
 
 def start(args):
-    """The checks that need no model, on this machine, then the workers."""
-    check_run(load_config(args.config_file, args.opts), not args.eval_only, args.resume)
+    """The checks that need no model, on this machine, then the workers, or the SLURM job that
+    runs them (--slurm-nodes)."""
+    slurm = slurm_requested(args)
+    cfg = load_config(args.config_file, args.opts)
+    check_run(cfg, not args.eval_only, args.resume)
+    if slurm:
+        job = submit(main, args, cfg)
+        print(submission_message(job, args), flush=True)
+        return
     launch(
         main,
         args.num_gpus,
@@ -89,6 +100,17 @@ def start(args):
         dist_url=args.dist_url,
         args=(args,),
         join_timeout=args.join_timeout,
+    )
+
+
+def submission_message(job, args) -> str:
+    """What the user is told once `job` is submitted: its id, where its logs go, how to stop it."""
+    gpus = args.slurm_gpus_per_node or 1
+    return (
+        f"Submitted SLURM job {job.job_id}: {args.slurm_nodes} node(s) x {gpus} GPU(s), one "
+        f"worker per GPU. The logs of its tasks: {job.paths.folder}/ (rank 0's: "
+        f"{job.paths.stdout}). Cancel it with: scancel {job.job_id}. Preempted or out of time, "
+        "it is requeued and continues from its last checkpoint."
     )
 
 

@@ -17,6 +17,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 from support import REPO, build_tiny_model, make_input, random_boxes
+from support.distributed import assert_close_per_parameter
 
 SIZE = (64, 64)
 
@@ -65,9 +66,7 @@ def check(mode, layout, tmp_path):
     launch(worker, len(batches), dist_url="auto", args=(mode, layout, str(tmp_path)))
     distributed = torch.load(tmp_path / "ddp.pth", weights_only=True)
     single = gradients(mode, [x for batch in batches for x in batch])
-    assert distributed.keys() == single.keys()
-    for k in single:
-        torch.testing.assert_close(distributed[k], single[k], rtol=1e-4, atol=1e-6, msg=k)
+    assert_close_per_parameter(distributed, single)
 
 
 @pytest.mark.slow

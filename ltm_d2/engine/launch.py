@@ -133,14 +133,20 @@ def _worker(local_rank, main_func, layout, dist_url, args, join_timeout):
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, interrupt_once)
     try:
-        _run_worker(local_rank, main_func, layout, dist_url, args, join_timeout)
+        run_worker(local_rank, main_func, layout, dist_url, args, join_timeout)
     except BaseException:
         if not interrupted:
             raise
         sys.exit(INTERRUPTED_EXIT)
 
 
-def _run_worker(local_rank, main_func, layout, dist_url, args, join_timeout):
+def run_worker(local_rank, main_func, layout, dist_url, args, join_timeout):
+    """
+    The worker of local rank `local_rank` on machine `machine_rank` of `layout` (world size,
+    workers per machine, machines, machine rank): join the others at `dist_url`
+    (:func:`join`), start the process group (NCCL on a GPU, gloo on the CPU), run
+    `main_func(*args)` ending on a user error with its message, and return what it returned.
+    """
     world_size, per_machine, num_machines, machine_rank = layout
     rank = machine_rank * per_machine + local_rank
     try:
@@ -161,11 +167,12 @@ def _run_worker(local_rank, main_func, layout, dist_url, args, join_timeout):
     if has_gpu:
         torch.cuda.set_device(local_rank)
     comm.synchronize()
-    run_main(main_func, *args)
+    result = run_main(main_func, *args)
     # Leave together: a worker that exits while its peers still talk to its connections (rank 0
     # also serves the store) can end them with SIGABRT.
     comm.synchronize()
     dist.destroy_process_group()
+    return result
 
 
 def join(dist_url: str, rank: int, layout, join_timeout: float) -> dist.TCPStore:
