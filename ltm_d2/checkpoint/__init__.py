@@ -1,6 +1,7 @@
 """Checkpoints that survive crashes and never run code from the files they read."""
 
 from .atomic_file import write_atomically
+from .fine_tuning import HeadAdaptation, box_regression_weights, convert_box_deltas
 from .freeanchor_conversion import (
     anchor_permutation,
     convert_freeanchor_state_dict,
@@ -13,9 +14,12 @@ from .state_dict_file import CheckpointFileError, load_state_dict_file
 __all__ = [
     "CheckpointFileError",
     "DiskFullError",
+    "HeadAdaptation",
     "SafeCheckpointer",
     "UnsafeCheckpointError",
     "anchor_permutation",
+    "box_regression_weights",
+    "convert_box_deltas",
     "convert_freeanchor_state_dict",
     "detectron2_name",
     "load_pickle_safely",
