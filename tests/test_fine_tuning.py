@@ -3,6 +3,7 @@ box deltas converted to its box-regression weights, the classifier of another cl
 
 import logging
 import math
+import os
 import pickle
 
 import pytest
@@ -11,11 +12,12 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.deploy import plain_retinanet_config
 from ltm_d2.errors import UserError
 
-from support import tiny_cfg
+from support import REPO, run, tiny_cfg
 
 DETECTRON2_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 LTM_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -191,3 +193,39 @@ def test_box_regression_weights_that_are_not_four_positive_numbers_are_refused()
     _, cfg = ltm_model("MODEL.WEIGHTS_BBOX_REG_WEIGHTS", (1.0, 1.0, 0.0))
     with pytest.raises(UserError, match=r"MODEL.WEIGHTS_BBOX_REG_WEIGHTS \(1.0, 1.0, 0.0\)"):
         SafeCheckpointer(torch.nn.Module(), cfg=cfg)
+
+
+def test_the_own_data_config_from_coco_starts_from_detectron2s_retinanet_and_converts_its_head():
+    cfg = load_config(os.path.join(REPO, "configs", "Own-Data", "ltm_R_50_FPN_from_coco.yaml"))
+    assert cfg.MODEL.WEIGHTS == (
+        "detectron2://COCO-Detection/retinanet_R_50_FPN_1x/190397773/model_final_bfca0b.pkl"
+    )
+    assert tuple(cfg.MODEL.WEIGHTS_BBOX_REG_WEIGHTS) == DETECTRON2_WEIGHTS
+    assert tuple(cfg.MODEL.RETINANET.BBOX_REG_WEIGHTS) == LTM_WEIGHTS
+    # Detectron2's COCO RetinaNet has this network: every layer but the classifier loads.
+    detectron2_retinanet = plain_retinanet_config(cfg)
+    assert detectron2_retinanet.MODEL.BACKBONE.NAME == "build_retinanet_resnet_fpn_backbone"
+    assert detectron2_retinanet.MODEL.RESNETS.DEPTH == 50
+    assert detectron2_retinanet.MODEL.RETINANET.NUM_CONVS == 4
+
+
+@pytest.mark.slow
+def test_training_from_a_model_zoo_file_logs_the_conversion_and_records_the_configs_weights(
+    tmp_path,
+):
+    weights = model_zoo_pkl(plain_retinanet(), tmp_path / "model_final.pkl")
+    output = run(
+        "MODEL.WEIGHTS",
+        weights,
+        "MODEL.WEIGHTS_BBOX_REG_WEIGHTS",
+        "(1.0, 1.0, 1.0, 1.0)",
+        "SOLVER.MAX_ITER",
+        "1",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "OUTPUT_DIR",
+        str(tmp_path / "run"),
+    )
+    assert "head.bbox_pred converted from box-regression weights (1, 1, 1, 1)" in output
+    final = torch.load(tmp_path / "run" / "model_final.pth", weights_only=True)
+    assert final["bbox_reg_weights"] == LTM_WEIGHTS
