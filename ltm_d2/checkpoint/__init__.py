@@ -9,7 +9,7 @@ from .freeanchor_conversion import (
 )
 from .safe_checkpointer import DiskFullError, SafeCheckpointer
 from .safe_loading import UnsafeCheckpointError, load_pickle_safely, load_torch_safely
-from .state_dict_file import CheckpointFileError, load_state_dict_file
+from .state_dict_file import CheckpointFileError, load_checkpoint_file, load_state_dict_file
 
 __all__ = [
     "CheckpointFileError",
@@ -22,6 +22,7 @@ __all__ = [
     "convert_box_deltas",
     "convert_freeanchor_state_dict",
     "detectron2_name",
+    "load_checkpoint_file",
     "load_pickle_safely",
     "load_state_dict_file",
     "load_torch_safely",
