@@ -77,8 +77,8 @@ def _text(weights: Sequence[float]) -> str:
 
 class HeadAdaptation:
     """
-    What loading MODEL.WEIGHTS into a RetinaNet (LTM, LTM-AF) does to the head's output layers
-    beyond Detectron2's loading (SafeCheckpointer with a config):
+    What loading MODEL.WEIGHTS into a RetinaNet (LTM, LTM-AF, RetinaNet) does to its head's output
+    layers beyond Detectron2's loading (SafeCheckpointer with a config):
 
     * `head.bbox_pred`, when loaded, is converted from the box-regression weights it was trained
       with to the model's (:func:`convert_box_deltas`). Those are the checkpoint's record (the
