@@ -44,6 +44,12 @@ def add_ltm_config(cfg):
     # LTM-AF: points of any level are bag candidates inside this central fraction of the box
     # (points of the finest level always are).
     cfg.MODEL.LTM.POINT_CENTRAL_REGION = 0.8
+    # The box-regression weights (as MODEL.RETINANET.BBOX_REG_WEIGHTS) that the head in
+    # MODEL.WEIGHTS was trained with, for a checkpoint that does not record them: Detectron2's
+    # model zoo, (1.0, 1.0, 1.0, 1.0). Its box deltas are converted to this config's on loading
+    # (checkpoint/fine_tuning.py). Empty: the checkpoint's record (every checkpoint of this
+    # project has one), else this config's own, loaded as they are.
+    cfg.MODEL.WEIGHTS_BBOX_REG_WEIGHTS = ()
     # Evaluate NMS recall (NR, NR_tau of paper Table 4) beside COCO AP; runs inference twice.
     cfg.TEST.NMS_RECALL = False
     # The figures of crowded datasets beside COCO AP / VOC mAP (evaluation/dense_objects.py):

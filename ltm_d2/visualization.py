@@ -37,7 +37,7 @@ def safe_predictor(cfg: CfgNode) -> DefaultPredictor:
     cfg.MODEL.WEIGHTS = ""
     predictor = DefaultPredictor(cfg)
     if weights:
-        SafeCheckpointer(predictor.model).load(weights)
+        SafeCheckpointer(predictor.model, cfg=cfg).load(weights)
     if cfg.INPUT.TILING.SIZE > 0:
         predictor = tiled_predictor(cfg, predictor)
     return predictor

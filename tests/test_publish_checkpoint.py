@@ -65,7 +65,8 @@ def test_the_file_is_named_after_its_hash_and_holds_weights_config_and_final_met
     )
     assert url == "file://" + path
     published = torch.load(path, map_location="cpu", weights_only=True)
-    assert sorted(published) == ["__author__", "config", "metrics", "model"]
+    assert sorted(published) == ["__author__", "bbox_reg_weights", "config", "metrics", "model"]
+    assert published["bbox_reg_weights"] == (10.0, 10.0, 5.0, 5.0)  # the tiny LTM config's
     trained = torch.load(
         os.path.join(run_dir, "model_final.pth"), map_location="cpu", weights_only=True
     )

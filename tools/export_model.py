@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:
-        SafeCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        SafeCheckpointer(model, cfg=cfg).load(cfg.MODEL.WEIGHTS)
     bgr = sample_image(cfg, args.sample_image)
     sample = network_input(cfg, bgr)
     start = time.perf_counter()

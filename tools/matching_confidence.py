@@ -92,7 +92,7 @@ def main(argv=None):
     titles, confidences = [], []
     for k, path in enumerate(args.checkpoints, 1):
         try:
-            extra = SafeCheckpointer(model).load(path)
+            extra = SafeCheckpointer(model, cfg=cfg).load(path)
         except Exception as e:  # torch.load and pickle raise many kinds
             sys.exit(f"error: {path}: not a checkpoint of this model ({type(e).__name__}: {e})")
         confidence = bag_confidence(model, batched_input, objects)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 r"""
 Make a shareable checkpoint of a training run: the model weights only (no optimizer, scheduler or
-iteration), optionally in float16, with the run's config (OUTPUT_DIR/config.yaml) and its final
+iteration), optionally in float16, with the box-regression weights its checkpoint records (for
+fine-tuning from it, docs/own_data.md), the run's config (OUTPUT_DIR/config.yaml) and its final
 evaluation (the last one in OUTPUT_DIR/metrics.json) embedded, written as
 model_final_<first 6 hex digits of its SHA-256>.pth. Prints the model-zoo catalog line to add.
 
@@ -19,12 +20,13 @@ import json
 import os
 import sys
 import tempfile
-from typing import Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
 from ltm_d2 import load_config
-from ltm_d2.checkpoint import CheckpointFileError, load_state_dict_file
+from ltm_d2.checkpoint import CheckpointFileError, load_checkpoint_file
+from ltm_d2.checkpoint.fine_tuning import RECORD_KEY
 from ltm_d2.deploy import NoPlainRetinaNetError, plain_retinanet_yaml
 from ltm_d2.errors import run_main
 from ltm_d2.model_zoo import sha256_of
@@ -96,24 +98,33 @@ def read_final_metrics(output_dir: str) -> Dict[str, Union[int, float]]:
     return final
 
 
-def read_weights(path: str, fp16: bool) -> Dict[str, torch.Tensor]:
-    """The model state dict of a Detectron2 checkpoint, optionally with floats as float16."""
+def read_weights(path: str, fp16: bool) -> Tuple[Dict[str, torch.Tensor], Optional[Any]]:
+    """The model state dict of a Detectron2 checkpoint, optionally with floats as float16, and the
+    box-regression weights its head was trained with, as the checkpoint records them (none in a
+    checkpoint of an LTM-AF model)."""
     try:
-        weights = load_state_dict_file(path, "the run's checkpoint, e.g. model_final.pth")
+        checkpoint = load_checkpoint_file(path, "the run's checkpoint, e.g. model_final.pth")
     except CheckpointFileError as e:
         sys.exit(f"error: {e}")
+    weights = checkpoint["model"]
     if fp16:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
-    return weights
+    return weights, checkpoint.get(RECORD_KEY)
 
 
 def publish(
-    weights: Dict[str, torch.Tensor], config: str, metrics: Dict, folder: str
+    weights: Dict[str, torch.Tensor],
+    bbox_reg_weights: Optional[Any],
+    config: str,
+    metrics: Dict,
+    folder: str,
 ) -> Tuple[str, str]:
-    """Write the shareable file into `folder`; returns its path, named after its SHA-256, and the
-    SHA-256."""
+    """Write the shareable file into `folder`, with the box-regression weights recorded by the
+    run's checkpoint (if any); returns its path, named after its SHA-256, and the SHA-256."""
     os.makedirs(folder, exist_ok=True)
     checkpoint = {"model": weights, "config": config, "metrics": metrics, "__author__": "ltm_d2"}
+    if bbox_reg_weights is not None:
+        checkpoint[RECORD_KEY] = bbox_reg_weights
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".pth", delete=False) as f:
         torch.save(checkpoint, f)
     sha256 = sha256_of(f.name)
@@ -139,12 +150,12 @@ def write_plain_config(output_dir: str, published: str, weights_location: str) -
 
 def main(argv=None):
     args = parse_args(argv)
-    weights = read_weights(
+    weights, record = read_weights(
         args.weights or os.path.join(args.output_dir, "model_final.pth"), args.fp16
     )
     config = read_config_text(args.output_dir)
     metrics = read_final_metrics(args.output_dir)
-    path, sha256 = publish(weights, config, metrics, args.output or args.output_dir)
+    path, sha256 = publish(weights, record, config, metrics, args.output or args.output_dir)
     filename = os.path.basename(path)
     url = args.url_prefix + filename if args.url_prefix else "file://" + os.path.abspath(path)
     print(f"Published {path} ({os.path.getsize(path)} bytes, SHA-256 {sha256})")

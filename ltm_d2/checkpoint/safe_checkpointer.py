@@ -10,6 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ..errors import UserError
 from .atomic_file import write_atomically
+from .fine_tuning import RECORD_KEY, HeadAdaptation, box_regression_weights
 from .safe_loading import load_pickle_safely, load_torch_safely
 
 # The errors of a write that found no room: the device is full, or the user's quota is spent.
@@ -53,10 +54,35 @@ class SafeCheckpointer(DetectionCheckpointer):
       malicious file raises UnsafeCheckpointError instead of running code;
     * ends on a full disk (or an exceeded quota) with a DiskFullError, a message naming the file,
       the checkpoint kept and how to continue, rather than the OSError and torch's RuntimeError,
-      and on Ctrl-C with a KeyboardInterrupt, which torch.save turns into a RuntimeError too.
+      and on Ctrl-C with a KeyboardInterrupt, which torch.save turns into a RuntimeError too;
+    * records in each checkpoint the box-regression weights of the model's head
+      (``bbox_reg_weights``), and, given the run's config `cfg`, adapts the head of the weights it
+      loads to the model's (:class:`HeadAdaptation`: box deltas converted to the config's
+      MODEL.RETINANET.BBOX_REG_WEIGHTS, classifier of another class count reset to the prior),
+      except when it resumes the run from its own last checkpoint.
 
     ``save_dir`` must be a local directory.
     """
+
+    def __init__(self, model, save_dir: str = "", *, cfg=None, **kwargs: Any):
+        super().__init__(model, save_dir, **kwargs)
+        self.head_adaptation = HeadAdaptation.from_config(cfg) if cfg is not None else None
+        self._resuming = False
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """Detectron2's; the run's own last checkpoint, when resumed, is loaded as it is."""
+        self._resuming = resume and self.has_checkpoint()
+        try:
+            return super().resume_or_load(path, resume=resume)
+        finally:
+            self._resuming = False
+
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        record = checkpoint.pop(RECORD_KEY, None)
+        incompatible = super()._load_model(checkpoint)
+        if self.head_adaptation is None or self._resuming:
+            return incompatible
+        return self.head_adaptation.adapt(self.model, incompatible, record, self.logger)
 
     def save(self, name: str, **kwargs: Any) -> None:
         """
@@ -68,6 +94,9 @@ class SafeCheckpointer(DetectionCheckpointer):
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
+        weights = box_regression_weights(self.model)
+        if weights is not None:
+            data[RECORD_KEY] = weights
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {path}")

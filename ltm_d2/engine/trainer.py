@@ -86,7 +86,9 @@ class Trainer(DefaultTrainer):
         model = create_ddp_model(model)
         self._trainer = precision.trainer(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SafeCheckpointer(
+            model, cfg.OUTPUT_DIR, cfg=cfg, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

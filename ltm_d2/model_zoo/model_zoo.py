@@ -92,7 +92,7 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None) -
     if device is not None:
         cfg.MODEL.DEVICE = device
     model = build_model(cfg)
-    SafeCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    SafeCheckpointer(model, cfg=cfg).load(cfg.MODEL.WEIGHTS)
     return model
 
 
