@@ -28,7 +28,11 @@ def model_zoo_configs():
         except OSError:  # no symlinks (Windows without the privilege, some file systems)
             shutil.copytree(source, destination)
     package = os.path.dirname(destination)
-    configs = glob.glob(os.path.join(destination, "**", "*.yaml"), recursive=True)
+    configs = [
+        path
+        for pattern in ("*.yaml", "*.py")  # yacs configs and LazyConfigs
+        for path in glob.glob(os.path.join(destination, "**", pattern), recursive=True)
+    ]
     return [os.path.relpath(path, package) for path in configs]
 
 

@@ -16,8 +16,6 @@ import os
 import shlex
 import sys
 
-import torch
-
 from detectron2.engine import default_argument_parser, default_setup, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -25,7 +23,7 @@ from detectron2.utils.logger import setup_logger
 from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.engine import Trainer
-from ltm_d2.engine.launch import DEFAULT_JOIN_TIMEOUT, launch
+from ltm_d2.engine.launch import DEFAULT_JOIN_TIMEOUT, launch, share_cpu_cores
 from ltm_d2.engine.slurm import add_slurm_arguments, slurm_requested, submit
 from ltm_d2.errors import INTERRUPTED_EXIT, UserErrorTracebackFilter, debugging, run_main
 from ltm_d2.preflight import check_run
@@ -40,9 +38,7 @@ def setup(args):
     logging.getLogger("detectron2.engine.train_loop").addFilter(UserErrorTracebackFilter())
     if cfg.MODEL.DEVICE == "cpu":
         logging.getLogger("detectron2").info("No GPU available: running on the CPU.")
-        # Share the cores this process may run on (`taskset`) between the workers of this machine.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        torch.set_num_threads(max(1, (cores or 1) // comm.get_local_size()))
+        share_cpu_cores()
     return cfg
 
 

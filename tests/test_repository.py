@@ -89,6 +89,8 @@ def test_docs_layout_lists_every_module_and_only_modules_that_exist():
         os.path.relpath(path, REPO)
         for path in python_files("ltm_d2", "dev", "tools", "bench", "demo")
         if os.path.basename(path) != "__init__.py"
+        # configs/ as setup.py links or copies it into the package: LazyConfigs, not modules
+        and not os.path.relpath(path, REPO).startswith("ltm_d2/model_zoo/configs/")
     }
     assert sorted(on_disk - listed) == [], "modules missing from docs/layout.md"
     gone = [path for path in listed if not os.path.isfile(os.path.join(REPO, path))]

@@ -6,7 +6,7 @@ images, with a data stream that a resumed run continues where the interrupted on
 import itertools
 import logging
 import time
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Sequence
 
 from detectron2.data import (
     DatasetCatalog,
@@ -76,21 +76,31 @@ class TrainLoader:
 
 
 def check_training_datasets(cfg) -> None:
+    """:func:`check_datasets` of cfg.DATASETS.TRAIN and TEST, for MODEL.RETINANET.NUM_CLASSES."""
+    check_datasets(cfg.DATASETS.TRAIN, cfg.DATASETS.TEST, cfg.MODEL.RETINANET.NUM_CLASSES)
+
+
+def check_datasets(
+    train_names: Sequence[str],
+    test_names: Sequence[str],
+    num_classes: int,
+    train_key: str = "DATASETS.TRAIN",
+) -> None:
     """
-    Check the annotation files of cfg.DATASETS.TRAIN (:func:`validate_training_datasets`; the
+    Check the annotation files of the training datasets (:func:`validate_training_datasets`; the
     bundled dataset is generated first) and the classes of a user's test datasets: a DatasetError
-    names what is wrong.
+    names what is wrong. `train_key` names where the config lists the training datasets.
     """
-    if not cfg.DATASETS.TRAIN:
+    if not train_names:
         raise DatasetError(
-            "DATASETS.TRAIN is empty: name the training data, e.g. "
-            """DATASETS.TRAIN '("voc:data/train",)' (formats coco:, voc:, csv:; docs/own_data.md)"""
+            f"{train_key} is empty: name the training data, e.g. "
+            f"""{train_key} '("voc:data/train",)' (formats coco:, voc:, csv:; docs/own_data.md)"""
         )
-    for name in cfg.DATASETS.TRAIN:
+    for name in train_names:
         if name in SPLITS:
             ensure_split(name)  # the bundled dataset is generated on first use
-    validate_training_datasets(cfg.DATASETS.TRAIN, cfg.MODEL.RETINANET.NUM_CLASSES)
-    for name in cfg.DATASETS.TEST:
+    validate_training_datasets(train_names, num_classes)
+    for name in test_names:
         if is_dataset_spec(name):
             DatasetCatalog.get(name)  # its classes are checked now, not after training
 
@@ -153,10 +163,8 @@ def build_checked_train_loader(cfg) -> TrainLoader:
     classes of a user's test datasets (errors before any training), with INPUT.TILING.SIZE > 0
     cut images larger than a tile into tiles (:func:`tile_records`;
     DATALOADER.FILTER_EMPTY_ANNOTATIONS then drops the tiles without objects), then build
-    Detectron2's training loader with a mapper that skips and
-    counts the images it cannot read (:class:`SkippingDatasetMapper`), a ResumableTrainingSampler
-    in place of its TrainingSampler (same seed), and the DataLoader's own generator seeded from
-    cfg.SEED (when set), so that creating the loader draws nothing from torch's global generator.
+    Detectron2's training loader of DATALOADER.* and SOLVER.IMS_PER_BATCH
+    (:func:`resumable_train_loader`).
     """
     check_training_datasets(cfg)
     filter_empty = cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
@@ -166,15 +174,41 @@ def build_checked_train_loader(cfg) -> TrainLoader:
         dataset = tile_records(dataset, tiling.SIZE, tiling.OVERLAP, tiling.MIN_VISIBLE)
         if filter_empty:
             dataset = filter_images_with_only_crowd_annotations(dataset)  # tiles without objects
-    skipped = SkippedImages([record["file_name"] for record in dataset])
+    skipped = skipped_images_of(dataset)
     kwargs = build_detection_train_loader.from_config(
         cfg, SkippingDatasetMapper(cfg, skipped), dataset=dataset
     )
-    sampler = kwargs["sampler"]
+    return resumable_train_loader(skipped, seed=cfg.SEED, **kwargs)
+
+
+def skipped_images_of(dataset: List[dict]) -> SkippedImages:
+    """The (empty) set of the images of `dataset` found unreadable, for its mapper to mark."""
+    return SkippedImages([record["file_name"] for record in dataset])
+
+
+def resumable_train_loader(
+    skipped: SkippedImages,
+    *,
+    dataset,
+    mapper,
+    sampler=None,
+    seed: int = -1,
+    **kwargs,
+) -> TrainLoader:
+    """
+    Detectron2's training loader (:func:`build_detection_train_loader` of `dataset`, `mapper`
+    and its other `kwargs`), whose mapper marks unreadable images in `skipped`, with a
+    ResumableTrainingSampler in place of a TrainingSampler (or of none: same seed) and the
+    DataLoader's own generator seeded from `seed` (when >= 0, one per worker), so that creating
+    the loader draws nothing from torch's global generator.
+    """
+    if sampler is None:
+        sampler = TrainingSampler(len(dataset))
+    resumable = None
     if type(sampler) is TrainingSampler:
-        sampler = ResumableTrainingSampler(len(kwargs["dataset"]), seed=sampler._seed)
-        kwargs["sampler"] = sampler
-    else:
-        sampler = None
-    seed = cfg.SEED + comm.get_rank() if cfg.SEED >= 0 else None
-    return TrainLoader(build_detection_train_loader(**kwargs, seed=seed), skipped, sampler)
+        resumable = sampler = ResumableTrainingSampler(len(dataset), seed=sampler._seed)
+    seed = seed + comm.get_rank() if seed >= 0 else None
+    loader = build_detection_train_loader(
+        dataset=dataset, mapper=mapper, sampler=sampler, seed=seed, **kwargs
+    )
+    return TrainLoader(loader, skipped, resumable)

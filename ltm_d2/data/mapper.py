@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
@@ -103,18 +104,33 @@ class SkippingDatasetMapper(DatasetMapper):
     it.
     """
 
-    def __init__(self, cfg, skipped: SkippedImages):
-        super().__init__(cfg, is_train=True)
+    @configurable
+    def __init__(
+        self, is_train: bool = True, *, skipped: SkippedImages, tiling: bool = False, **kwargs
+    ):
+        """
+        Args:
+            skipped: where the images found unreadable are marked.
+            tiling: whether records may be tiles (INPUT.TILING.SIZE > 0).
+            is_train, kwargs: the arguments of :class:`DatasetMapper`.
+        """
+        super().__init__(is_train, **kwargs)
         self.skipped = skipped
-        self.tiling = cfg.INPUT.TILING.SIZE > 0
+        self.tiling = tiling
         self._modes_checked = set()
         self._tile_images = DecodedImages(TILE_IMAGE_CACHE_BYTES)
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True):
-        """DatasetMapper's arguments of `cfg`, the augmentations those of
+    def from_config(cls, cfg, skipped: SkippedImages):
+        """DatasetMapper's training arguments of `cfg`, the augmentations those of
         :func:`training_augmentations`."""
-        return {**super().from_config(cfg, is_train), "augmentations": training_augmentations(cfg)}
+        ret = super().from_config(cfg, is_train=True)
+        ret.update(
+            skipped=skipped,
+            tiling=cfg.INPUT.TILING.SIZE > 0,
+            augmentations=training_augmentations(cfg),
+        )
+        return ret
 
     def _check_mode(self, dataset_dict) -> None:
         """A DatasetError for an image not of 8 bits per channel (validation.check_image_file_mode),
@@ -163,7 +179,7 @@ class SkippingDatasetMapper(DatasetMapper):
 
 class MarkingTestDatasetMapper(DatasetMapper):
     """
-    Detectron2's test :class:`DatasetMapper` (its arguments but `is_train`), which does not end an
+    Detectron2's test :class:`DatasetMapper` (its arguments), which does not end an
     evaluation on an image it cannot use (missing, truncated or undecodable, of another size than
     the dataset's, not of 8 bits per channel, or over PIL's pixel limit without tiling): it
     returns the record's "file_name", "image_id", "height" and "width" with UNREADABLE saying why,
@@ -171,9 +187,21 @@ class MarkingTestDatasetMapper(DatasetMapper):
     the evaluation. With tiling, images over PIL's pixel limit are read without its warning.
     """
 
-    def __init__(self, cfg, **kwargs):
-        super().__init__(cfg, is_train=False, **kwargs)
-        self.tiling = cfg.INPUT.TILING.SIZE > 0
+    @configurable
+    def __init__(self, is_train: bool = False, *, tiling: bool = False, **kwargs):
+        """
+        Args:
+            tiling: whether images over PIL's pixel limit are read (INPUT.TILING.SIZE > 0).
+            is_train, kwargs: the arguments of :class:`DatasetMapper`.
+        """
+        super().__init__(is_train, **kwargs)
+        self.tiling = tiling
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg, is_train=False)
+        ret["tiling"] = cfg.INPUT.TILING.SIZE > 0
+        return ret
 
     def __call__(self, dataset_dict):
         try:

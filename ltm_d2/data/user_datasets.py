@@ -463,41 +463,60 @@ def register_dataset(name: str, classes: List[str], reference: str) -> None:
 def register_config_datasets(cfg) -> None:
     """
     Register the `format:path` datasets of cfg.DATASETS.TRAIN and TEST, and set the config's
-    class names and count from the data. DATASETS.CLASS_NAMES empty: the first of these datasets
-    (a training one, when there is one) decides the classes and every other one is checked
-    against it now; otherwise they are the config's (a trained model's) and each dataset is
-    checked when it is loaded. MODEL.RETINANET.NUM_CLASSES is set to their number when 0, and must
-    equal it otherwise.
+    class names and count from the data (:func:`register_user_datasets`).
     """
-    names = [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if is_dataset_spec(n)]
-    for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST):
+    classes = register_user_datasets(
+        (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST),
+        cfg.DATASETS.CLASS_NAMES,
+        cfg.MODEL.RETINANET.NUM_CLASSES,
+    )
+    if classes is not None:
+        cfg.DATASETS.CLASS_NAMES = tuple(classes)
+        cfg.MODEL.RETINANET.NUM_CLASSES = len(classes)
+
+
+def register_user_datasets(
+    dataset_names: Sequence[str],
+    class_names: Sequence[str] = (),
+    num_classes: int = 0,
+    class_names_key: str = "DATASETS.CLASS_NAMES",
+    num_classes_key: str = "MODEL.RETINANET.NUM_CLASSES",
+) -> Optional[List[str]]:
+    """
+    Register the `format:path` datasets among `dataset_names` (training ones first) and return
+    their class names, None when there is none. `class_names` empty: the first of these datasets
+    decides the classes and every other one is checked against it now; otherwise they are the
+    config's (a trained model's) and each dataset is checked when it is loaded. `num_classes`
+    must be 0 (taken from the data) or their number. The keys name where the config sets the two,
+    for the messages.
+    """
+    names = [n for n in dataset_names if is_dataset_spec(n)]
+    for name in dataset_names:
         if ":" in name and name not in names and name not in DatasetCatalog.list():
             parse_dataset_spec(name)  # an unknown format: the error lists the known ones
     if not names:
-        return
-    if cfg.DATASETS.CLASS_NAMES:
-        classes, reference = list(cfg.DATASETS.CLASS_NAMES), "the config's DATASETS.CLASS_NAMES"
+        return None
+    if class_names:
+        classes, reference = list(class_names), f"the config's {class_names_key}"
     else:
         classes, reference = load_dataset(names[0]).classes, names[0]
         if not classes:
             raise DatasetError(
                 f"{reference}: not one object in its {len(load_dataset(names[0]).records)} "
                 "images, so no classes to learn: expected boxes with class names (or give the "
-                "classes in DATASETS.CLASS_NAMES to evaluate a trained model on it)"
+                f"classes in {class_names_key} to evaluate a trained model on it)"
             )
         for name in names[1:]:
             check_classes(name, classes, reference)
-    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
     if num_classes not in (0, len(classes)):
         raise DatasetError(
             f"the data has {len(classes)} classes {classes}, but the config sets "
-            f"MODEL.RETINANET.NUM_CLASSES {num_classes}: set it to {len(classes)}, or to 0 to take "
+            f"{num_classes_key} {num_classes}: set it to {len(classes)}, or to 0 to take "
             "it from the data"
         )
     for name in names:
         register_dataset(name, classes, reference)
-    cfg.DATASETS.CLASS_NAMES = tuple(classes)
-    cfg.MODEL.RETINANET.NUM_CLASSES = len(classes)
+    return classes
 
 
 def ensure_registered(name: str, class_names: Sequence[str] = ()) -> str:

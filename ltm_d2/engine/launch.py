@@ -94,6 +94,13 @@ def launch(
         sys.exit(USER_ERROR_EXIT)  # the worker printed its message
 
 
+def share_cpu_cores() -> None:
+    """On the CPU: share the cores this process may run on (`taskset`) between the workers of
+    this machine, as torch's threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, (cores or 1) // comm.get_local_size()))
+
+
 def _interrupt(processes) -> None:
     """
     Pass Ctrl-C on to the workers (typed in a terminal it has reached them already, sent to this

@@ -71,33 +71,42 @@ class Precision:
 
 
 def training_precision(cfg, device: torch.device) -> Precision:
+    """:func:`choose_precision` of SOLVER.AMP.ENABLED and SOLVER.AMP.PRECISION on `device`."""
+    return choose_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.PRECISION, device)
+
+
+def choose_precision(
+    enabled: bool,
+    asked: str,
+    device: torch.device,
+    keys=("SOLVER.AMP.ENABLED", "SOLVER.AMP.PRECISION"),
+) -> Precision:
     """
-    What SOLVER.AMP.ENABLED means on `device`:
-    - on a GPU, Detectron2's AMPTrainer in SOLVER.AMP.PRECISION (float16 by default; bfloat16 only
-      where the GPU supports it, float16 otherwise);
+    What mixed precision `enabled` means on `device` (`keys`: where the config sets `enabled`
+    and `asked`, SOLVER.AMP or a LazyConfig's train.amp, for the reason given):
+    - on a GPU, Detectron2's AMPTrainer in `asked` (float16 by default;
+      bfloat16 only where the GPU supports it, float16 otherwise);
     - on a CPU, bfloat16 autocast where the CPU computes bfloat16 natively, float32 otherwise;
     - float32 where it is off, or on any other device.
     """
     device = torch.device(device)
     chosen = partial(Precision, device_type=device.type, machine=machine_name(device))
-    if not cfg.SOLVER.AMP.ENABLED:
-        return chosen(torch.float32, reason="SOLVER.AMP.ENABLED is False")
+    enabled_key, precision_key = keys
+    if not enabled:
+        return chosen(torch.float32, reason=f"{enabled_key} is False")
     if device.type == "cuda":
-        asked = cfg.SOLVER.AMP.PRECISION
         if asked == "bfloat16" and not torch.cuda.is_bf16_supported():
             return chosen(
                 torch.float16,
-                reason="SOLVER.AMP.PRECISION bfloat16, which this GPU lacks; float16 instead",
+                reason=f"{precision_key} bfloat16, which this GPU lacks; float16 instead",
             )
-        return chosen(GPU_PRECISIONS[asked], reason=f"SOLVER.AMP.PRECISION {asked}")
+        return chosen(GPU_PRECISIONS[asked], reason=f"{precision_key} {asked}")
     if device.type == "cpu":
         if cpu_has_native_bfloat16():
-            return chosen(
-                torch.bfloat16, reason="SOLVER.AMP.ENABLED, and this CPU has native bfloat16"
-            )
+            return chosen(torch.bfloat16, reason=f"{enabled_key}, and this CPU has native bfloat16")
         return chosen(
             torch.float32,
-            reason="SOLVER.AMP.ENABLED, but this CPU has no native bfloat16, which emulated is "
+            reason=f"{enabled_key}, but this CPU has no native bfloat16, which emulated is "
             "about 25 times slower than float32",
         )
     return chosen(torch.float32, reason=f"no mixed precision on {device.type}")

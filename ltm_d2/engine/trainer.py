@@ -8,25 +8,15 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
-from detectron2.evaluation import DatasetEvaluators
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SafeCheckpointer
 from ..data.build import build_checked_train_loader
-from ..data.shapes import SPLITS, ensure_split
-from ..evaluation import (
-    DenseObjectEvaluator,
-    NMSRecallEvaluator,
-    SkippingCOCOEvaluator,
-    SkippingUnreadableImages,
-    VOCEvaluator,
-    WithCandidatesBeforeNMS,
-)
-from ..evaluation.coco_ap import coco_json_file
+from ..evaluation import SkippingUnreadableImages, WithCandidatesBeforeNMS, build_evaluator
 from ..modeling.test_time_augmentation import DenseDetectorWithTTA
 from ..tiling.prediction import TiledDetector, build_test_mapper
 from .hooks import SkippedImageMonitor
@@ -34,16 +24,24 @@ from .precision import training_precision
 from .resume import RandomStateHook
 
 
-def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
+def create_ddp_model(
+    model: torch.nn.Module, broadcast_buffers: bool = False, find_unused_parameters: bool = False
+) -> torch.nn.Module:
     """
-    Wrap `model` in DistributedDataParallel when there are several workers. Unlike Detectron2's
-    helper of the same name, CPU workers (gloo) are supported: DDP refuses `device_ids` for a
-    module on the CPU, so they are only passed for a model on a GPU.
+    Wrap `model` in DistributedDataParallel (with these two of its options) when there are
+    several workers. Unlike Detectron2's helper of the same name, CPU workers (gloo) are
+    supported: DDP refuses `device_ids` for a module on the CPU, so they are only passed for a
+    model on a GPU.
     """
     if comm.get_world_size() == 1:
         return model
     device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    return DistributedDataParallel(
+        model,
+        device_ids=device_ids,
+        broadcast_buffers=broadcast_buffers,
+        find_unused_parameters=find_unused_parameters,
+    )
 
 
 def scale_to_workers(cfg, num_workers: int):
@@ -62,6 +60,23 @@ def scale_to_workers(cfg, num_workers: int):
             "iteration on any number of GPUs."
         )
     return DefaultTrainer.auto_scale_workers(cfg, num_workers)
+
+
+def clip_global_norm(optimizer, max_norm: float, norm_type: float = 2.0):
+    """
+    `optimizer`, whose step first clips the `norm_type` norm of all its gradients together to
+    `max_norm`, as the authors' code does (Detectron2's SOLVER.CLIP_GRADIENTS clips each parameter
+    separately). The recipe of LTM and LTM-AF (docs/recipes.md); SOLVER.CLIP_GRADIENTS with
+    CLIP_TYPE "full_model" in a yacs config, train.clip_grad in a LazyConfig.
+    """
+
+    def clip(params):
+        torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+
+    optimizer.__class__ = _generate_optimizer_class_with_gradient_clipping(
+        type(optimizer), global_clipper=clip
+    )
+    return optimizer
 
 
 class Trainer(DefaultTrainer):
@@ -103,8 +118,7 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg, model):
         """
         Detectron2's optimizer, plus SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model": the L2 norm of
-        all gradients together is clipped to CLIP_VALUE (as the authors' code does; Detectron2
-        itself clips each parameter separately).
+        all gradients together is clipped to CLIP_VALUE (:func:`clip_global_norm`).
         """
         clip = cfg.SOLVER.CLIP_GRADIENTS
         if not (clip.ENABLED and clip.CLIP_TYPE == "full_model"):
@@ -112,15 +126,9 @@ class Trainer(DefaultTrainer):
         cfg = cfg.clone()
         cfg.defrost()
         cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
-        optimizer = super().build_optimizer(cfg, model)
-
-        def clip_global_norm(params):
-            torch.nn.utils.clip_grad_norm_(params, clip.CLIP_VALUE, clip.NORM_TYPE)
-
-        optimizer.__class__ = _generate_optimizer_class_with_gradient_clipping(
-            type(optimizer), global_clipper=clip_global_norm
+        return clip_global_norm(
+            super().build_optimizer(cfg, model), clip.CLIP_VALUE, clip.NORM_TYPE
         )
-        return optimizer
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -166,53 +174,20 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         """
-        The evaluator of the dataset's `evaluator_type`, as Detectron2's tools choose it: Pascal
-        VOC mAP (VOCEvaluator) for "pascal_voc", COCOEvaluator otherwise, into `output_folder`
-        (default OUTPUT_DIR/inference); with TEST.DENSE_METRICS.ENABLED, precision, recall, F1,
-        count error and AP50 as results["dense"] (:class:`DenseObjectEvaluator`); and NR with
-        TEST.NMS_RECALL (also written there, as nms_recall.json).
+        ltm_d2/evaluation/build.py :func:`build_evaluator` of the dataset, into `output_folder`
+        (default OUTPUT_DIR/inference), keeping TEST.DETECTIONS_PER_IMAGE detections per image,
+        with the dense-object figures when TEST.DENSE_METRICS.ENABLED and NMS recall when
+        TEST.NMS_RECALL.
         """
-        if dataset_name in SPLITS:
-            ensure_split(dataset_name)  # COCOEvaluator reads the annotation file at once
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-        metadata = MetadataCatalog.get(dataset_name)
-        if metadata.get("evaluator_type") == "pascal_voc":
-            evaluator = VOCEvaluator(dataset_name, output_folder)
-        else:
-            if metadata.get("json_file") is None or metadata.get("converted_json_file"):
-                # Converted by the main process before COCOEvaluator would convert it, under a
-                # file name that does not hold the dataset's name (a path for a user's dataset)
-                # and changes with the dataset's records (coco_json_file), so that ground truth
-                # is never stale; set again at each call, as the records may have changed.
-                json_file = None
-                if comm.is_main_process():
-                    json_file = coco_json_file(dataset_name, output_folder)
-                comm.synchronize()
-                json_file = json_file or coco_json_file(dataset_name, output_folder)
-                if metadata.get("json_file") != json_file:
-                    metadata.converted_json_file = True
-                    if metadata.get("json_file") is not None:
-                        del metadata.json_file  # Metadata refuses to overwrite a value
-                    metadata.json_file = json_file
-            # AP over every detection the model may keep (COCO's own 100 unless the config raises
-            # it).
-            evaluator = SkippingCOCOEvaluator(
-                dataset_name,
-                output_dir=output_folder,
-                max_dets_per_image=max(100, cfg.TEST.DETECTIONS_PER_IMAGE),
-            )
-        if cfg.TEST.DENSE_METRICS.ENABLED:
-            evaluator = DenseObjectEvaluator(
-                dataset_name,
-                cfg.TEST.DENSE_METRICS.IOU_THRESHOLD,
-                cfg.TEST.DENSE_METRICS.SCORE_THRESHOLD,
-                ap_evaluator=evaluator,
-            )
-        if not cfg.TEST.NMS_RECALL:
-            return evaluator
-        return DatasetEvaluators(
-            [evaluator, NMSRecallEvaluator(dataset_name, output_dir=output_folder)]
+        dense = cfg.TEST.DENSE_METRICS
+        return build_evaluator(
+            dataset_name,
+            output_folder,
+            cfg.TEST.DETECTIONS_PER_IMAGE,
+            cfg.TEST.NMS_RECALL,
+            (dense.IOU_THRESHOLD, dense.SCORE_THRESHOLD) if dense.ENABLED else None,
         )
 
     @classmethod

@@ -88,7 +88,7 @@ def coco_json_file(dataset_name: str, cache_dir: str) -> str:
     records. A dataset whose records changed (an edited CSV file) is thus converted again, never
     read from an earlier conversion, which is removed; unchanged records reuse the file. A
     `json_file` that
-    :meth:`Trainer.build_evaluator` set from such a conversion (metadata
+    :func:`use_fresh_ground_truth` (evaluation/build.py) set from such a conversion (metadata
     `converted_json_file`) is not the dataset's own: it is converted again too.
     """
     metadata = MetadataCatalog.get(dataset_name)

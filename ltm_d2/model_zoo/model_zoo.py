@@ -12,7 +12,7 @@ import torch
 from iopath.common.file_io import get_cache_dir
 from torch.hub import download_url_to_file
 
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.modeling import build_model
 
 from ..checkpoint import SafeCheckpointer
@@ -65,15 +65,21 @@ def get_config_file(config_path: str) -> str:
     return path
 
 
-def get_config(config_path: str, trained: bool = False) -> CfgNode:
+def get_config(config_path: str, trained: bool = False):
     """
-    The config `config_path` with the MODEL.LTM keys, read with safe YAML.
+    The config `config_path`: a yacs config (.yaml) with the MODEL.LTM keys, read with safe YAML,
+    or a LazyConfig (.py), as `detectron2.model_zoo.get_config` returns either.
 
     Args:
-        trained: if True, MODEL.WEIGHTS is the published checkpoint of this config, downloaded
-            (once, into iopath's cache) and checked against its SHA-256; otherwise the config's own
-            MODEL.WEIGHTS (ImageNet weights or none) is kept.
+        trained: if True, MODEL.WEIGHTS (train.init_checkpoint) is the published checkpoint of
+            this config, downloaded (once, into iopath's cache) and checked against its SHA-256;
+            otherwise the config's own weights (ImageNet weights or none) are kept.
     """
+    if config_path.endswith(".py"):
+        cfg = LazyConfig.load(get_config_file(config_path))
+        if trained:
+            cfg.train.init_checkpoint = fetch_checkpoint(config_path)
+        return cfg
     cfg = load_config(get_config_file(config_path))
     if trained:
         cfg.MODEL.WEIGHTS = fetch_checkpoint(config_path)
@@ -82,17 +88,26 @@ def get_config(config_path: str, trained: bool = False) -> CfgNode:
 
 def get(config_path: str, trained: bool = False, device: Optional[str] = None) -> torch.nn.Module:
     """
-    The model of `config_path`, in training mode, as `detectron2.model_zoo.get`.
+    The model of `config_path` (yacs or LazyConfig), in training mode, as
+    `detectron2.model_zoo.get`.
 
     Args:
         trained: see :func:`get_config`.
-        device: overrides MODEL.DEVICE (the CPU when there is no GPU).
+        device: overrides MODEL.DEVICE (train.device; the CPU when there is no GPU).
     """
     cfg = get_config(config_path, trained)
-    if device is not None:
-        cfg.MODEL.DEVICE = device
-    model = build_model(cfg)
-    SafeCheckpointer(model, cfg=cfg).load(cfg.MODEL.WEIGHTS)
+    if isinstance(cfg, CfgNode):
+        if device is not None:
+            cfg.MODEL.DEVICE = device
+        model, weights = build_model(cfg), cfg.MODEL.WEIGHTS
+        checkpointer = SafeCheckpointer(model, cfg=cfg)
+    else:
+        device = device or cfg.train.device
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"
+        model, weights = instantiate(cfg.model).to(device), cfg.train.init_checkpoint
+        checkpointer = SafeCheckpointer(model)
+    checkpointer.load(weights)
     return model
 
 
