@@ -188,7 +188,7 @@ def print_differences(title, differences, tolerance, exported_size):
         "matched one to one by class, box and score, docs/deploy.md):"
     )
     print(
-        f"  {'input':>15}  {'detections':>10}  {'max box diff':>12}  {'max score diff':>14}  "
+        f"  {'input':>17}  {'detections':>10}  {'max box diff':>12}  {'max score diff':>14}  "
         f"{'unmatched':>9}  {'ties':>5}  {'eager s':>7}  {'export s':>8}"
     )
     for d in differences:
@@ -196,7 +196,7 @@ def print_differences(title, differences, tolerance, exported_size):
             " (exported)" if d.input_size == exported_size else ""
         )
         print(
-            f"  {size:>15}  {f'{d.eager}/{d.exported}':>10}  {d.boxes:12.3g}  {d.scores:14.3g}  "
+            f"  {size:>17}  {f'{d.eager}/{d.exported}':>10}  {d.boxes:12.3g}  {d.scores:14.3g}  "
             f"{f'{d.unmatched_eager}/{d.unmatched_exported}':>9}  "
             f"{f'{d.tied_eager}/{d.tied_exported}':>5}  {d.eager_seconds:7.3f}  "
             f"{d.exported_seconds:8.3f}"
