@@ -20,9 +20,11 @@ from ltm_d2.deploy.export import (
     ONNX_TOLERANCE,
     check_export,
     compare_detections,
+    export_onnx_dynamo,
     export_program,
     export_tracing,
     network_input,
+    onnx_dynamo_runner,
     program_runner,
     traced_batched_nms,
     traced_runner,
@@ -218,18 +220,29 @@ def test_the_postprocessing_settings_are_the_models_and_read_back_from_their_fil
 
 
 @pytest.mark.slow
-def test_the_exported_program_runs_at_sizes_whose_coarsest_level_is_larger_than_at_export():
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+@pytest.mark.parametrize("dense_format", ["torch_export", "onnx"])
+def test_the_torch_export_formats_run_at_sizes_whose_coarsest_level_is_larger_than_at_export(
+    architecture, dense_format, tmp_path
+):
     """Exported on a 96x128 input (P7 1x1), checked at 200x168 (P7 2x2) and 40x300 (1x3)."""
-    model = spread_model()
+    model = spread_model(*ARCHITECTURES[architecture])
     g = torch.Generator().manual_seed(0)
-    program = export_program(model, torch.rand(3, 96, 128, generator=g) * 255)
+    image = torch.rand(3, 96, 128, generator=g) * 255
+    postprocessing = DensePostprocessing.of(model)
+    if dense_format == "onnx":
+        path = str(tmp_path / "model.onnx")
+        export_onnx_dynamo(model, image, path)
+        run, tolerance = onnx_dynamo_runner(path, postprocessing), ONNX_TOLERANCE
+    else:
+        run, tolerance = program_runner(export_program(model, image), postprocessing), EXACT
     inputs = [
         {"image": torch.rand(3, h, w, generator=g) * 255, "height": h, "width": w}
         for h, w in [(200, 168), (40, 300)]
     ]
-    run = program_runner(program, DensePostprocessing.of(model))
-    for difference in check_export(model, run, inputs, EXACT):
-        assert difference.within(EXACT) and difference.eager == difference.exported == 100
+    for difference in check_export(model, run, inputs, tolerance):
+        print(architecture, dense_format, difference)
+        assert difference.within(tolerance) and difference.eager == difference.exported > 50
 
 
 @pytest.mark.slow
