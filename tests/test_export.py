@@ -1,5 +1,6 @@
-"""tools/export_model.py and ltm_d2/deploy/export.py: TorchScript and ONNX exports of LTM and
-LTM-AF on the tiny config, each checked against the eager model on inputs of other sizes."""
+"""tools/export_model.py and ltm_d2/deploy/export.py: torch.export, ONNX (dynamo and legacy) and
+TorchScript exports of LTM and LTM-AF on the tiny config, each checked against the eager model on
+inputs of other sizes."""
 
 import re
 
@@ -9,19 +10,27 @@ import pytest
 import torch
 import torchvision
 
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
 from ltm_d2.checkpoint import SafeCheckpointer
+from ltm_d2.deploy.dense_outputs import DenseOutputs
 from ltm_d2.deploy.export import (
     EXACT,
     ONNX_TOLERANCE,
     check_export,
     compare_detections,
+    export_onnx_dynamo,
+    export_program,
     export_tracing,
     network_input,
+    onnx_dynamo_runner,
+    program_runner,
     traced_batched_nms,
     traced_runner,
 )
+from ltm_d2.deploy.postprocess import DensePostprocessing
+from ltm_d2.errors import UserError
 
 from support import TINY_CONFIG, build_tiny_model, load_tool, tiny_cfg
 
@@ -79,17 +88,17 @@ def export(tmp_path, capsys, sample_image, weights, *args):
     printed = capsys.readouterr().out
     print(printed)
     rows = re.findall(
-        r"^\s+(\d+)x(\d+)( \(traced\))?\s+(\d+)/(\d+)\s+(\S+)\s+(\S+)\s+(\d+/\d+)\s+(\d+/\d+)\s",
+        r"^\s+(\d+)x(\d+)( \(exported\))?\s+(\d+)/(\d+)\s+(\S+)\s+(\S+)\s+(\d+/\d+)\s+(\d+/\d+)\s",
         printed,
         re.M,
     )
     return code, rows
 
 
-def assert_checked_on_other_sizes(rows, traced=True):
+def assert_checked_on_other_sizes(rows, exported=True):
     sizes = {(h, w) for h, w, *_ in rows}
     assert len(rows) == 4 and len(sizes) == 4
-    assert [r[2] != "" for r in rows] == ([True, False, False, False] if traced else [False] * 4)
+    assert [r[2] != "" for r in rows] == ([True, False, False, False] if exported else [False] * 4)
     assert all(eager == exported == "50" for *_, eager, exported, _, _, _, _ in rows)
 
 
@@ -105,11 +114,26 @@ def test_traced_torchscript_equals_the_eager_model_bitwise_on_other_sizes(
 
 
 @pytest.mark.slow
-def test_onnx_matches_the_eager_model_within_tolerance_on_other_sizes(
+def test_torch_export_with_its_postprocessing_equals_the_eager_model_bitwise_on_other_sizes(
     weights, tmp_path, capsys, sample_image
 ):
-    code, rows = export(tmp_path, capsys, sample_image, weights, "--format", "onnx")
+    code, rows = export(tmp_path, capsys, sample_image, weights, "--format", "torch_export")
+    assert code == 0 and (tmp_path / "exported" / "model.pt2").is_file()
+    assert (tmp_path / "exported" / "postprocessing.json").is_file()
+    assert_checked_on_other_sizes(rows)
+    assert all(float(boxes) == float(scores) == 0 for *_, boxes, scores, _, _ in rows)
+    assert all(unmatched == ties == "0/0" for *_, unmatched, ties in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("onnx_format", ["onnx", "onnx_legacy"])
+def test_onnx_matches_the_eager_model_within_tolerance_on_other_sizes(
+    weights, tmp_path, capsys, sample_image, onnx_format
+):
+    code, rows = export(tmp_path, capsys, sample_image, weights, "--format", onnx_format)
     assert code == 0 and (tmp_path / "exported" / "model.onnx").is_file()
+    dense = onnx_format == "onnx"
+    assert (tmp_path / "exported" / "postprocessing.json").is_file() == dense
     assert_checked_on_other_sizes(rows)
     assert all(
         float(boxes) <= 1e-2 and float(scores) <= 1e-4 and unmatched == ties == "0/0"
@@ -123,19 +147,19 @@ def test_scripting_equals_the_eager_model_bitwise_for_ltm_and_is_refused_for_ltm
 ):
     if weights[0] == "LTMAF":
         with pytest.raises(
-            SystemExit, match="LTM-AF cannot be scripted: .*Linear, is not a TorchScript"
+            UserError, match="LTM-AF cannot be scripted: .*Linear, is not a TorchScript"
         ):
             export(tmp_path, capsys, sample_image, weights, "--export-method", "scripting")
         return
     code, rows = export(tmp_path, capsys, sample_image, weights, "--export-method", "scripting")
     assert code == 0 and (tmp_path / "exported" / "model.ts").is_file()
-    assert_checked_on_other_sizes(rows, traced=False)
+    assert_checked_on_other_sizes(rows, exported=False)
     assert all(float(boxes) == float(scores) == 0 for *_, boxes, scores, _, _ in rows)
     assert all(unmatched == ties == "0/0" for *_, unmatched, ties in rows)
 
 
-def test_scripting_to_onnx_is_refused(tmp_path, capsys, sample_image):
-    with pytest.raises(SystemExit, match="scripting writes --format torchscript only"):
+def test_scripting_to_legacy_onnx_is_refused(tmp_path, capsys, sample_image):
+    with pytest.raises(UserError, match="scripting writes --format torchscript only"):
         export(
             tmp_path,
             capsys,
@@ -144,8 +168,81 @@ def test_scripting_to_onnx_is_refused(tmp_path, capsys, sample_image):
             "--export-method",
             "scripting",
             "--format",
-            "onnx",
+            "onnx_legacy",
         )
+
+
+@pytest.mark.parametrize("dense_format", ["torch_export", "onnx"])
+def test_an_export_method_with_a_torch_export_format_is_refused_naming_the_legacy_onnx(
+    tmp_path, capsys, sample_image, dense_format
+):
+    legacy = "give --format onnx_legacy" if dense_format == "onnx" else ""
+    with pytest.raises(UserError, match=f"neither traces nor scripts: drop .*tracing.*{legacy}"):
+        export(
+            tmp_path,
+            capsys,
+            sample_image,
+            ("LTM", ""),
+            "--export-method",
+            "tracing",
+            "--format",
+            dense_format,
+        )
+
+
+def detections_of(model, image):
+    with torch.no_grad():
+        return model([{"image": image}])[0]["instances"]
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_the_postprocessing_of_the_dense_outputs_gives_the_eager_detections_bitwise(architecture):
+    model = spread_model(*ARCHITECTURES[architecture])
+    image = torch.rand(3, 72, 104, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        outputs = DenseOutputs(model)(image)
+    boxes, scores, classes = DensePostprocessing.of(model)(outputs[:5], outputs[5:])  # P3-P7
+    exported = Instances((72, 104), pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes)
+    exported = detector_postprocess(exported, 72, 104)  # as the eager model ends
+    eager = detections_of(model, image)
+    assert len(eager) > 10
+    assert torch.equal(exported.pred_boxes.tensor, eager.pred_boxes.tensor)
+    assert torch.equal(exported.scores, eager.scores)
+    assert torch.equal(exported.pred_classes, eager.pred_classes)
+
+
+def test_the_postprocessing_settings_are_the_models_and_read_back_from_their_file(tmp_path):
+    model = build_tiny_model("TEST.DETECTIONS_PER_IMAGE", 7, "MODEL.RETINANET.NMS_THRESH_TEST", 0.4)
+    settings = DensePostprocessing.of(model)
+    assert settings.detections_per_image == 7 and settings.nms_threshold == 0.4
+    settings.save(str(tmp_path / "postprocessing.json"))
+    assert DensePostprocessing.load(str(tmp_path / "postprocessing.json")) == settings
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+@pytest.mark.parametrize("dense_format", ["torch_export", "onnx"])
+def test_the_torch_export_formats_run_at_sizes_whose_coarsest_level_is_larger_than_at_export(
+    architecture, dense_format, tmp_path
+):
+    """Exported on a 96x128 input (P7 1x1), checked at 200x168 (P7 2x2) and 40x300 (1x3)."""
+    model = spread_model(*ARCHITECTURES[architecture])
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 96, 128, generator=g) * 255
+    postprocessing = DensePostprocessing.of(model)
+    if dense_format == "onnx":
+        path = str(tmp_path / "model.onnx")
+        export_onnx_dynamo(model, image, path)
+        run, tolerance = onnx_dynamo_runner(path, postprocessing), ONNX_TOLERANCE
+    else:
+        run, tolerance = program_runner(export_program(model, image), postprocessing), EXACT
+    inputs = [
+        {"image": torch.rand(3, h, w, generator=g) * 255, "height": h, "width": w}
+        for h, w in [(200, 168), (40, 300)]
+    ]
+    for difference in check_export(model, run, inputs, tolerance):
+        print(architecture, dense_format, difference)
+        assert difference.within(tolerance) and difference.eager == difference.exported > 50
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """
-Exporting a dense detector (LTM, LTM-AF, RetinaNet) with Detectron2's export API, and checking
-each export against the eager model on images of other sizes than the one it was traced on.
+Exporting a dense detector (LTM, LTM-AF, RetinaNet) with Detectron2's export API and with
+``torch.export``, and checking each export against the eager model on images of other sizes than
+the one it was exported on.
 
 A saved TorchScript model needs ``import torchvision`` before ``torch.jit.load`` (its NMS is
 torchvision's operator).
@@ -9,8 +10,15 @@ torchvision's operator).
   Detectron2's tools/deploy/export_model.py does. Height and width stay dynamic.
 * TorchScript by scripting: :func:`detectron2.export.scripting_with_instances`. LTM and RetinaNet
   script; LTM-AF does not (:data:`LTMAF_SCRIPTING`).
-* ONNX: ``torch.onnx.export`` (the TorchScript-based exporter) of the TracingAdapter, with the
-  whole postprocessing (top-k, box decoding, per-class NMS) and a dynamic height and width.
+* ONNX, legacy: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript-based exporter) of the
+  TracingAdapter, with the whole postprocessing (top-k, box decoding, per-class NMS) and a
+  dynamic height and width.
+* ``torch.export`` (an ExportedProgram saved as .pt2) and ONNX by the dynamo exporter
+  (``torch.onnx.export(..., dynamo=True)``), of :class:`ltm_d2.deploy.dense_outputs.DenseOutputs`
+  with a dynamic height and width: the network up to per-level scores and decoded boxes, the
+  data-dependent rest of the inference left to
+  :class:`ltm_d2.deploy.postprocess.DensePostprocessing` (dense_outputs.py says where
+  Detectron2's inference stops the export).
 
 A traced model (TorchScript or ONNX) holds the one batched NMS that torchvision traces: it offsets
 each class's boxes by class index x (largest coordinate + 1) and runs one NMS, where the eager
@@ -41,6 +49,9 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from ltm_d2.data.model_input import model_input
+from ltm_d2.deploy.dense_outputs import DenseOutputs
+from ltm_d2.deploy.postprocess import DensePostprocessing
+from ltm_d2.errors import UserError
 from ltm_d2.evaluation.nms_recall import nms_skipped
 
 # The Instances fields of a dense detector's output, declared for scripting.
@@ -67,12 +78,12 @@ class Tolerance:
 # TorchScript runs the eager model's own kernels: its detections are bitwise equal.
 EXACT = Tolerance(boxes=0.0, scores=0.0)
 # onnxruntime computes convolutions and sums in another order: float32 rounding differences,
-# measured at 2e-5 px and 3e-7 on the tiny config, 3e-3 px and 7e-7 with R-50 at 800x1067
-# (docs/deploy.md).
+# measured on the tiny config at up to 2e-4 px and 4e-6 (dynamo and legacy exporters), and with
+# R-50 at 800x1067 (legacy) at 3e-3 px and 7e-7 (docs/deploy.md).
 ONNX_TOLERANCE = Tolerance(boxes=1e-2, scores=1e-4)
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError):
     """A model that cannot be exported as asked."""
 
 
@@ -124,9 +135,9 @@ def export_scripting(model: nn.Module) -> torch.jit.ScriptModule:
         raise ExportError(f"{reason}. torch.jit.script says: {torch_says}") from e
 
 
-def export_onnx(adapter: TracingAdapter, image: Tensor, path: str) -> None:
-    """Write the ONNX model of a TracingAdapter, traced on `image`, with a dynamic height and
-    width."""
+def export_onnx_legacy(adapter: TracingAdapter, image: Tensor, path: str) -> None:
+    """Write the ONNX model of a TracingAdapter by the TorchScript-based exporter, traced on
+    `image`, with a dynamic height and width."""
     dynamic = {"image": {1: "height", 2: "width"}}
     dynamic.update({name: {0: "detections"} for name in ONNX_OUTPUTS[:-1]})
     with torch.no_grad():
@@ -139,6 +150,54 @@ def export_onnx(adapter: TracingAdapter, image: Tensor, path: str) -> None:
             input_names=["image"],
             output_names=list(ONNX_OUTPUTS),
             dynamic_axes=dynamic,
+        )
+
+
+def _dynamic_image() -> Dict[str, Dict[int, torch.export.Dim]]:
+    """The dynamic shapes of DenseOutputs' one input, `image`: any height and width from 1 px."""
+    return {
+        "image": {
+            1: torch.export.Dim("height", min=1, max=16384),
+            2: torch.export.Dim("width", min=1, max=16384),
+        }
+    }
+
+
+@contextlib.contextmanager
+def _sizes_not_specialised_at_one():
+    """
+    Within it, ``torch.export`` takes no size of 1 in the example for a guard: at inputs up to
+    128 px the coarsest level (P7) is 1x1, and guards on it ("== 1") would restrict the program to
+    inputs whose P7 is 1x1 too. The sizes are then exported as if never 1, which holds for
+    DenseOutputs' operations (the checks on other sizes run inputs whose P7 is 1x1 and larger).
+    """
+    import torch.fx.experimental._config as fx_config
+
+    with fx_config.patch(backed_size_oblivious=True):
+        yield
+
+
+def export_program(model: nn.Module, image: Tensor) -> torch.export.ExportedProgram:
+    """The ExportedProgram of an eval-mode `model`'s DenseOutputs, exported on one (3, H, W)
+    `image` with a dynamic height and width."""
+    with torch.no_grad(), _sizes_not_specialised_at_one():
+        return torch.export.export(DenseOutputs(model), (image,), dynamic_shapes=_dynamic_image())
+
+
+def export_onnx_dynamo(model: nn.Module, image: Tensor, path: str) -> None:
+    """Write the ONNX model of an eval-mode `model`'s DenseOutputs by the dynamo exporter, with a
+    dynamic height and width; input ``image``, outputs named by DenseOutputs.output_names."""
+    dense = DenseOutputs(model)
+    with torch.no_grad(), _sizes_not_specialised_at_one():
+        torch.onnx.export(
+            dense,
+            (image,),
+            path,
+            dynamo=True,
+            dynamic_shapes=_dynamic_image(),
+            input_names=["image"],
+            output_names=dense.output_names,
+            verbose=False,
         )
 
 
@@ -159,7 +218,7 @@ def scripted_runner(scripted: torch.jit.ScriptModule) -> Runner:
     return run
 
 
-def onnx_runner(adapter: TracingAdapter, path: str) -> Runner:
+def onnx_legacy_runner(adapter: TracingAdapter, path: str) -> Runner:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -167,6 +226,36 @@ def onnx_runner(adapter: TracingAdapter, path: str) -> Runner:
     def run(image: Tensor) -> Instances:
         outputs = session.run(None, {"image": image.cpu().numpy()})
         return adapter.outputs_schema([torch.from_numpy(o) for o in outputs])[0]["instances"]
+
+    return run
+
+
+def _dense_detections(
+    image: Tensor, outputs: List[Tensor], postprocessing: DensePostprocessing
+) -> Instances:
+    """The Instances at the input's size of DenseOutputs' `outputs` (scores then boxes)."""
+    levels = len(outputs) // 2
+    boxes, scores, classes = postprocessing(outputs[:levels], outputs[levels:])
+    return Instances(
+        tuple(image.shape[1:]), pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes
+    )
+
+
+def program_runner(
+    program: torch.export.ExportedProgram, postprocessing: DensePostprocessing
+) -> Runner:
+    module = program.module()
+    return lambda image: _dense_detections(image, list(module(image)), postprocessing)
+
+
+def onnx_dynamo_runner(path: str, postprocessing: DensePostprocessing) -> Runner:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    def run(image: Tensor) -> Instances:
+        outputs = session.run(None, {"image": image.cpu().numpy()})
+        return _dense_detections(image, [torch.from_numpy(o) for o in outputs], postprocessing)
 
     return run
 
