@@ -17,7 +17,7 @@ from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.deploy import plain_retinanet_config
 from ltm_d2.errors import UserError
 
-from support import REPO, run, tiny_cfg
+from support import REPO, load_tool, run, tiny_cfg
 
 DETECTRON2_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 LTM_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -229,3 +229,24 @@ def test_training_from_a_model_zoo_file_logs_the_conversion_and_records_the_conf
     assert "head.bbox_pred converted from box-regression weights (1, 1, 1, 1)" in output
     final = torch.load(tmp_path / "run" / "model_final.pth", weights_only=True)
     assert final["bbox_reg_weights"] == LTM_WEIGHTS
+
+
+def test_a_lazyconfig_run_converts_a_model_zoo_retinanet_like_a_yacs_one(tmp_path, checkpoint_log):
+    from detectron2.config import instantiate
+
+    from ltm_d2.model_zoo import get_config
+
+    source = plain_retinanet()
+    weights = model_zoo_pkl(source, tmp_path / "retinanet.pkl")
+    cfg = get_config("Shapes-Detection/ltm_R_18_FPN_tiny.py")
+    cfg.train.output_dir = str(tmp_path / "out")
+    cfg.train.init_checkpoint_bbox_reg_weights = DETECTRON2_WEIGHTS
+    torch.manual_seed(7)
+    model = instantiate(cfg.model).eval()
+    lazy_tool = load_tool("tools/lazyconfig_train_net.py")
+    lazy_tool.lazy_checkpointer(cfg, model).resume_or_load(weights, resume=False)
+    assert_same_detections(detections(model), detections(source))
+    assert (
+        "converted from box-regression weights (1, 1, 1, 1) "
+        "(train.init_checkpoint_bbox_reg_weights; the checkpoint records none)"
+    ) in checkpoint_log.text

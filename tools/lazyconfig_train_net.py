@@ -32,6 +32,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ltm_d2.checkpoint import SafeCheckpointer
+from ltm_d2.checkpoint.fine_tuning import HeadAdaptation
 from ltm_d2.data.build import check_datasets, resumable_train_loader, skipped_images_of
 from ltm_d2.data.mapper import SkippingDatasetMapper
 from ltm_d2.data.user_datasets import register_user_datasets
@@ -182,7 +183,7 @@ def do_train(args, cfg):
     ddp = cfg.train.ddp
     model = create_ddp_model(model, ddp.broadcast_buffers, ddp.find_unused_parameters)
     trainer = precision.trainer(model, train_loader, optimizer)
-    checkpointer = SafeCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = lazy_checkpointer(cfg, model, trainer=trainer)
     main_process = comm.is_main_process()
     trainer.register_hooks(
         [
@@ -212,6 +213,19 @@ def do_train(args, cfg):
     trainer.train(start_iter, cfg.train.max_iter)
 
 
+def lazy_checkpointer(cfg, model, **checkpointables) -> SafeCheckpointer:
+    """The run's checkpointer into train.output_dir; weights loaded from train.init_checkpoint have
+    their head adapted to the model (a RetinaNet head of other box-regression weights, given by
+    train.init_checkpoint_bbox_reg_weights where the file records none, or of another class
+    count), as MODEL.WEIGHTS in a yacs config."""
+    return SafeCheckpointer(
+        model,
+        cfg.train.output_dir,
+        head_adaptation=HeadAdaptation.from_lazy_config(cfg),
+        **checkpointables,
+    )
+
+
 def main(args):
     cfg = load_lazy_config(args.config_file, args.opts)
     default_setup(cfg, args)
@@ -223,9 +237,7 @@ def main(args):
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
-        SafeCheckpointer(model, save_dir=cfg.train.output_dir).resume_or_load(
-            cfg.train.init_checkpoint, resume=args.resume
-        )
+        lazy_checkpointer(cfg, model).resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
         return do_test(cfg, model)
     do_train(args, cfg)
 

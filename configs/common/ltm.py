@@ -49,6 +49,9 @@ lr_multiplier = model_zoo.get_config("common/coco_schedule.py").lr_multiplier_1x
 
 train = model_zoo.get_config("common/train.py").train
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+# The box-regression weights of a RetinaNet head in init_checkpoint, where the file records none:
+# (1.0, 1.0, 1.0, 1.0) for Detectron2's COCO RetinaNet, converted on loading (own_data.md).
+train.init_checkpoint_bbox_reg_weights = ()
 # The L2 norm of all gradients together clipped to 10, as the authors' code does (detrex's key;
 # SOLVER.CLIP_GRADIENTS with CLIP_TYPE "full_model" in the yacs configs).
 train.clip_grad = dict(enabled=True, params=dict(max_norm=10.0, norm_type=2.0))

@@ -25,6 +25,7 @@ from ..errors import UserError
 # The key under which a checkpoint of this project records the box-regression weights of its head.
 RECORD_KEY = "bbox_reg_weights"
 CONFIG_KEY = "MODEL.WEIGHTS_BBOX_REG_WEIGHTS"
+LAZY_CONFIG_KEY = "train.init_checkpoint_bbox_reg_weights"  # its LazyConfig form
 # The state-dict names of RetinaNetHead's output layers.
 CLS_SCORE = "head.cls_score"
 BBOX_PRED = "head.bbox_pred"
@@ -93,15 +94,46 @@ class HeadAdaptation:
     Each is logged, with where the weights came from.
     """
 
-    def __init__(self, fallback_weights: Optional[Weights], prior_prob: float):
+    def __init__(
+        self,
+        fallback_weights: Optional[Weights],
+        prior_prob: float,
+        fallback_key: str = CONFIG_KEY,
+        target_key: str = "MODEL.RETINANET.BBOX_REG_WEIGHTS",
+        prior_key: str = "MODEL.RETINANET.PRIOR_PROB",
+    ):
+        """
+        Args:
+            fallback_weights: the box-regression weights of a checkpoint that records none, or
+                None to take them to be the model's.
+            prior_prob: the focal-loss prior of a reset classifier.
+            fallback_key, target_key, prior_key: the config keys of `fallback_weights`, of the
+                model's box-regression weights and of `prior_prob`, which the log names.
+        """
         self.fallback_weights = fallback_weights
         self.prior_prob = prior_prob
+        self.fallback_key = fallback_key
+        self.target_key = target_key
+        self.prior_key = prior_key
 
     @classmethod
     def from_config(cls, cfg) -> "HeadAdaptation":
+        """That of a yacs config: MODEL.WEIGHTS_BBOX_REG_WEIGHTS, MODEL.RETINANET.PRIOR_PROB."""
         return cls(
             checked_weights(cfg.MODEL.WEIGHTS_BBOX_REG_WEIGHTS, CONFIG_KEY),
             cfg.MODEL.RETINANET.PRIOR_PROB,
+        )
+
+    @classmethod
+    def from_lazy_config(cls, cfg) -> "HeadAdaptation":
+        """That of a LazyConfig: train.init_checkpoint_bbox_reg_weights (LAZY_CONFIG_KEY) and the
+        head's prior_prob."""
+        return cls(
+            checked_weights(cfg.train.get("init_checkpoint_bbox_reg_weights", ()), LAZY_CONFIG_KEY),
+            cfg.model.head.prior_prob,
+            fallback_key=LAZY_CONFIG_KEY,
+            target_key="model.box2box_transform.weights",
+            prior_key="model.head.prior_prob",
         )
 
     def adapt(self, model: nn.Module, incompatible, record, logger: logging.Logger):
@@ -150,25 +182,29 @@ class HeadAdaptation:
         if record is not None:
             source, origin = tuple(float(w) for w in record), "recorded in the checkpoint"
         elif self.fallback_weights is not None:
-            source, origin = self.fallback_weights, f"{CONFIG_KEY}; the checkpoint records none"
+            source, origin = (
+                self.fallback_weights,
+                f"{self.fallback_key}; the checkpoint records none",
+            )
         else:
             logger.info(
                 f"{BBOX_PRED} loaded as it is: the checkpoint records no box-regression weights "
-                f"and {CONFIG_KEY} is empty, so they are taken to be the config's "
-                f"MODEL.RETINANET.BBOX_REG_WEIGHTS {_text(target)}; if the checkpoint was trained "
-                f"with others (Detectron2's model zoo: (1, 1, 1, 1)), set {CONFIG_KEY} to them."
+                f"and {self.fallback_key} is empty, so they are taken to be the config's "
+                f"{self.target_key} {_text(target)}; if the checkpoint was trained "
+                f"with others (Detectron2's model zoo: (1, 1, 1, 1)), set {self.fallback_key} to "
+                "them."
             )
             return
         if source == target:
             logger.info(
                 f"{BBOX_PRED} loaded as it is: its box-regression weights {_text(source)} "
-                f"({origin}) are the config's MODEL.RETINANET.BBOX_REG_WEIGHTS."
+                f"({origin}) are the config's {self.target_key}."
             )
             return
         factors = convert_box_deltas(bbox_pred, source, target)
         logger.info(
             f"{BBOX_PRED} converted from box-regression weights {_text(source)} ({origin}) to the "
-            f"config's MODEL.RETINANET.BBOX_REG_WEIGHTS {_text(target)}: the dx, dy, dw, dh rows "
+            f"config's {self.target_key} {_text(target)}: the dx, dy, dw, dh rows "
             f"of each anchor (weight and bias) scaled by {_text(factors.tolist())}."
         )
 
@@ -188,5 +224,5 @@ class HeadAdaptation:
             f"{loaded_anchors} anchors per location, the model's "
             f"{cls_score.out_channels // num_anchors} for {num_anchors}; it keeps RetinaNet's "
             f"initial weights, its bias set to the focal-loss prior {bias:.4f} "
-            f"(MODEL.RETINANET.PRIOR_PROB {self.prior_prob:g})."
+            f"({self.prior_key} {self.prior_prob:g})."
         )

@@ -64,9 +64,21 @@ class SafeCheckpointer(DetectionCheckpointer):
     ``save_dir`` must be a local directory.
     """
 
-    def __init__(self, model, save_dir: str = "", *, cfg=None, **kwargs: Any):
+    def __init__(
+        self,
+        model,
+        save_dir: str = "",
+        *,
+        cfg=None,
+        head_adaptation: Optional[HeadAdaptation] = None,
+        **kwargs: Any,
+    ):
+        """`cfg`: a yacs config, whose HeadAdaptation is used; `head_adaptation`: one given
+        (:meth:`HeadAdaptation.from_lazy_config` for a LazyConfig)."""
         super().__init__(model, save_dir, **kwargs)
-        self.head_adaptation = HeadAdaptation.from_config(cfg) if cfg is not None else None
+        if cfg is not None:
+            head_adaptation = HeadAdaptation.from_config(cfg)
+        self.head_adaptation = head_adaptation
         self._resuming = False
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
