@@ -75,3 +75,19 @@ def test_the_training_mapper_refuses_such_an_image_of_a_coco_dataset(tmp_path, k
     with pytest.raises(DatasetError, match=f"image id 2: image .*002.jpg .*PIL mode {mode}"):
         mapper(records[1])
     assert mapper.skipped.count == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "voc"])
+def test_every_such_image_of_a_dataset_is_named_in_one_error(tmp_path, fmt):
+    writer = write_csv if fmt == "csv" else write_voc
+    path = writer(str(tmp_path), make_images(3, seed=0))
+    folder = os.path.join(tmp_path, "images" if fmt == "csv" else "train")
+    deep = [os.path.join(folder, "train000.png"), os.path.join(folder, "train002.png")]
+    save_deep(deep[0], SIXTEEN_BIT)
+    save_deep(deep[1], FLOAT)
+    with pytest.raises(DatasetError) as error:
+        load_dataset(f"{fmt}:{path}")
+    message = str(error.value)
+    assert "2 problem(s)" in message
+    assert f"{deep[0]} has 16- or 32-bit integer pixels" in message
+    assert f"{deep[1]} has floating-point pixels" in message

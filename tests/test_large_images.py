@@ -13,6 +13,8 @@ from PIL import Image
 from detectron2.data import detection_utils
 from detectron2.data import transforms as T
 
+from ltm_d2.data import DatasetError
+from ltm_d2.data.build import check_training_datasets
 from ltm_d2.data.mapper import UNREADABLE, SkippedImages, SkippingDatasetMapper
 from ltm_d2.data.validation import large_images_allowed
 from ltm_d2.tiling.cutting import tile_records
@@ -20,10 +22,12 @@ from ltm_d2.tiling.prediction import build_test_mapper
 from ltm_d2.tiling.reading import DecodedImages, ImageTooLargeError
 
 from support import tiny_cfg
+from support.user_data import make_images, write_csv
 
 HEIGHT, WIDTH = 256, 320  # 81,920 pixels
 # PIL's limit (MAX_IMAGE_PIXELS) at which it warns at every read of the image, or refuses it.
 LIMITS = {"warned": HEIGHT * WIDTH - 1, "refused": 1000}
+NUM_CLASSES_FROM_DATA = ("MODEL.RETINANET.NUM_CLASSES", 0)
 
 
 @pytest.fixture
@@ -85,6 +89,19 @@ def test_without_tiling_an_image_over_pils_limit_stops_training_naming_it(image_
     message = str(error.value)
     assert f"image {path} is 320 x 256 pixels (0.1 megapixels)" in message
     assert "set INPUT.TILING.SIZE" in message
+
+
+def test_without_tiling_every_training_image_over_pils_limit_is_named_before_training(
+    tmp_path, monkeypatch
+):
+    path = write_csv(str(tmp_path), make_images(3, seed=0))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 96 * 128 - 1)  # each image is 96 x 128
+    datasets = ("DATASETS.TRAIN", (f"csv:{path}",), "DATASETS.TEST", (), *NUM_CLASSES_FROM_DATA)
+    with pytest.raises(DatasetError) as error:
+        check_training_datasets(tiny_cfg(*datasets))
+    message = str(error.value)
+    assert "3 problem(s)" in message and message.count("set INPUT.TILING.SIZE") == 3
+    check_training_datasets(tiny_cfg(*datasets, "INPUT.TILING.SIZE", 64))
 
 
 def test_without_tiling_an_image_over_pils_limit_is_marked_at_test_naming_why(

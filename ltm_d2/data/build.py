@@ -19,6 +19,7 @@ from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
 from ..tiling.cutting import tile_records
+from ..tiling.reading import ImageTooLargeError, check_image_pixels
 from .mapper import UNREADABLE, MarkingTestDatasetMapper, SkippedImages, SkippingDatasetMapper
 from .shapes import SPLITS, ensure_split
 from .user_datasets import is_dataset_spec
@@ -76,8 +77,19 @@ class TrainLoader:
 
 
 def check_training_datasets(cfg) -> None:
-    """:func:`check_datasets` of cfg.DATASETS.TRAIN and TEST, for MODEL.RETINANET.NUM_CLASSES."""
+    """:func:`check_datasets` of cfg.DATASETS.TRAIN and TEST, for MODEL.RETINANET.NUM_CLASSES;
+    then, without tiling, every training image over PIL's pixel limit listed in one error."""
     check_datasets(cfg.DATASETS.TRAIN, cfg.DATASETS.TEST, cfg.MODEL.RETINANET.NUM_CLASSES)
+    if cfg.INPUT.TILING.SIZE > 0:
+        return
+    for name in cfg.DATASETS.TRAIN:
+        problems = []
+        for record in DatasetCatalog.get(name):
+            try:
+                check_image_pixels(record, tiling=False)
+            except ImageTooLargeError as e:
+                problems.append(str(e))
+        raise_if_any(name, problems)
 
 
 def check_datasets(

@@ -34,6 +34,7 @@ from detectron2.structures import BoxMode
 
 from .validation import (
     DatasetError,
+    ImageHeader,
     check_boxes,
     checked_image_header,
     raise_if_any,
@@ -156,6 +157,7 @@ def load_csv(csv_file: str) -> Loaded:
     names: Dict[str, List[str]] = {}
     places: Dict[str, List[str]] = {}
     written: Dict[str, List[str]] = {}
+    image_problems: List[str] = []
     reader = csv.reader(io.StringIO(_csv_text(csv_file), newline=""))
     for line, row in enumerate(reader, start=1):
         where = f"{csv_file}, line {line}"
@@ -171,14 +173,19 @@ def load_csv(csv_file: str) -> Loaded:
         key = os.path.normpath(path)
         if key not in by_image:
             file_name = os.path.join(root, key)
+            height = width = None
             if not os.path.isfile(file_name):
-                raise DatasetError(f"{where}: image {file_name} does not exist")
-            header = checked_image_header(file_name, where)
+                image_problems.append(f"{where}: image {file_name} does not exist")
+            else:
+                try:
+                    height, width, *_ = checked_image_header(file_name, where)
+                except DatasetError as e:
+                    image_problems.append(str(e))
             by_image[key] = {
                 "file_name": file_name,
                 "image_id": len(by_image),
-                "height": header.height,
-                "width": header.width,
+                "height": height,
+                "width": width,
                 "annotations": [],
             }
             names[key], places[key], written[key] = [], [], []
@@ -196,6 +203,7 @@ def load_csv(csv_file: str) -> Loaded:
         names[key].append(name)
         places[key].append(where)
         written[key].append(f"box x1,y1,x2,y2 {','.join(coordinates)}")
+    raise_if_any(csv_file, image_problems)  # every image that cannot be used, in one message
     records = list(by_image.values())
     _check_record_boxes(csv_file, records, list(places.values()), list(written.values()))
     return _with_classes(records, list(names.values()), list(places.values()))
@@ -276,7 +284,8 @@ def _voc_image(xml_file: str, tree: ET.ElementTree, layout: VOCLayout) -> str:
 
 def _voc_record(xml_file: str, image_id: int, layout: VOCLayout, problems: List[str]):
     """The record of one VOC annotation file, the class name of each of its objects, where each
-    is named and its box as written; a disagreement of <size> with the image goes to `problems`."""
+    is named and its box as written; an image that cannot be used, or that disagrees with <size>,
+    goes to `problems`."""
     if not os.path.isfile(xml_file):
         raise DatasetError(f"{xml_file}: the annotation file does not exist")
     try:
@@ -291,9 +300,13 @@ def _voc_record(xml_file: str, image_id: int, layout: VOCLayout, problems: List[
     if size is None:
         raise DatasetError(f"{xml_file}: no <size>, expected <size><width>..<height>..</size>")
     file_name = _voc_image(xml_file, tree, layout)
-    header = checked_image_header(file_name, xml_file)
     height = int(_xml_number(size, "height", xml_file))
     width = int(_xml_number(size, "width", xml_file))
+    try:
+        header = checked_image_header(file_name, xml_file)
+    except DatasetError as e:  # listed with the dataset's other problems; <size> stands in
+        problems.append(str(e))
+        header = ImageHeader(height, width, "", 1)
     if height > 0 and width > 0 and (height, width) != (header.height, header.width):
         turned = (height, width) == (header.width, header.height)
         problems.append(
