@@ -56,6 +56,7 @@ def losses_and_gradients(model):
     return losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DETECTORS.values(), ids=DETECTORS.keys())
 def test_the_lazyconfig_builds_the_yacs_configs_parameters(name):
     yacs, lazy = models_of_both_forms(name)
@@ -65,6 +66,7 @@ def test_the_lazyconfig_builds_the_yacs_configs_parameters(name):
     assert shapes == {n: p.shape for n, p in yacs.state_dict().items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DETECTORS.values(), ids=DETECTORS.keys())
 def test_with_the_same_weights_and_batch_both_forms_give_equal_losses_and_gradients(name, storage):
     yacs, lazy = models_of_both_forms(name)
