@@ -6,6 +6,7 @@ training.
 """
 
 import os
+import warnings
 
 import cv2
 import numpy as np
@@ -15,7 +16,12 @@ from detectron2.data import DatasetMapper, detection_utils
 from detectron2.data import transforms as T
 
 from ltm_d2 import load_config
-from ltm_d2.data.augmentation import RandomSaturation, check_augmentations, training_augmentations
+from ltm_d2.data.augmentation import (
+    RandomSaturation,
+    RandomVerticalFlip,
+    check_augmentations,
+    training_augmentations,
+)
 from ltm_d2.data.mapper import SkippedImages, SkippingDatasetMapper
 from ltm_d2.errors import UserError
 from ltm_d2.tiling.cutting import tile_records, tile_windows
@@ -33,7 +39,7 @@ RANGE = "(0.5, 1.5)"
 KEYS = {
     "vertical_flip": (
         ("INPUT.AUGMENT.VERTICAL_FLIP", "True"),
-        [T.ResizeShortestEdge, T.RandomFlip, T.RandomFlip],
+        [T.ResizeShortestEdge, T.RandomFlip, RandomVerticalFlip],
     ),
     "rotate_90": (
         ("INPUT.AUGMENT.ROTATE_90", "True"),
@@ -84,6 +90,31 @@ def test_the_vertical_flip_is_upside_down_beside_the_horizontal_flip():
     *_, horizontal, vertical = training_augmentations(tiny_cfg(*KEYS["vertical_flip"][0]))
     assert (horizontal.horizontal, horizontal.vertical) == (True, False)
     assert (vertical.horizontal, vertical.vertical) == (False, True)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 3)])
+def test_the_vertical_flip_flips_a_read_only_image_as_detectron2s_without_a_warning(shape):
+    image = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+    image.flags.writeable = False  # as Detectron2's resize returns it
+    flip = RandomVerticalFlip(prob=1.0).get_transform(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flipped = flip.apply_image(image)
+    assert np.array_equal(flipped, T.VFlipTransform(shape[0]).apply_image(image.copy()))
+    assert np.array_equal(flip.apply_coords(np.array([[1.0, 1.0]])), [[1.0, 4.0]])
+
+
+def test_the_vertical_flip_draws_as_detectron2s():
+    image = np.zeros((4, 4, 3), np.uint8)
+    np.random.seed(0)
+    ours = [type(RandomVerticalFlip().get_transform(image)).__name__ for _ in range(20)]
+    np.random.seed(0)
+    theirs = [
+        type(T.RandomFlip(horizontal=False, vertical=True).get_transform(image)).__name__
+        for _ in range(20)
+    ]
+    assert [n != "NoOpTransform" for n in ours] == [n != "NoOpTransform" for n in theirs]
+    assert 0 < ours.count("NoOpTransform") < 20
 
 
 @pytest.mark.parametrize("size", [(61, 90), (64, 91)])

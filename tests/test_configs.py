@@ -140,6 +140,26 @@ def test_anchors_and_bag_size_are_shared_by_the_detectors_of_the_bundled_dataset
         )
 
 
+@pytest.mark.parametrize("network", ["R_18_FPN_scratch", "R_50_FPN"])
+def test_the_own_data_retinanet_is_its_ltm_config_on_retinanets_loss_settings(network):
+    ltm = load(os.path.join(REPO, f"configs/Own-Data/ltm_{network}.yaml"))
+    retinanet = load(os.path.join(REPO, f"configs/Own-Data/retinanet_{network}.yaml"))
+    coco = recipe(load(os.path.join(REPO, "configs/COCO-Detection/retinanet_R_50_FPN_1x.yaml")))
+    own = recipe(retinanet)
+    for key in ("SOLVER.BASE_LR", "MODEL.RETINANET.NORM"):  # the data's and the network's
+        coco.pop(key), own.pop(key)
+    assert own == coco
+    for key in ("INPUT", "DATASETS", "TEST", "DATALOADER", "SEED"):
+        assert retinanet[key] == ltm[key]
+    assert retinanet.MODEL.ANCHOR_GENERATOR == ltm.MODEL.ANCHOR_GENERATOR
+    assert retinanet.MODEL.BACKBONE == ltm.MODEL.BACKBONE and retinanet.MODEL.FPN == ltm.MODEL.FPN
+    assert (retinanet.SOLVER.MAX_ITER, retinanet.SOLVER.STEPS, retinanet.SOLVER.IMS_PER_BATCH) == (
+        ltm.SOLVER.MAX_ITER,
+        ltm.SOLVER.STEPS,
+        ltm.SOLVER.IMS_PER_BATCH,
+    )
+
+
 def test_the_tiny_config_that_tests_train_with_fixes_its_seed():
     """A new seed at each run could let a 4-iteration model detect something at one run and
     nothing at the next (no "Evaluation results" printed)."""

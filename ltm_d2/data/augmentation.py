@@ -15,7 +15,12 @@ from detectron2.data import transforms as T
 
 from ..errors import UserError
 
-__all__ = ["RandomSaturation", "training_augmentations", "check_augmentations"]
+__all__ = [
+    "RandomSaturation",
+    "RandomVerticalFlip",
+    "training_augmentations",
+    "check_augmentations",
+]
 
 # The keys of INPUT.AUGMENT that are a range (low, high) of factors applied to the pixels.
 _PHOTOMETRIC = ("BRIGHTNESS", "CONTRAST", "SATURATION")
@@ -39,6 +44,29 @@ class RandomSaturation(T.RandomSaturation):
         return super().get_transform(rgb)  # a blend with the gray, the same on every channel
 
 
+class NumpyVFlipTransform(T.VFlipTransform):
+    """fvcore's vertical flip, by NumPy: the same pixels, without torch's warning on the read-only
+    arrays that Detectron2's resize returns."""
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return np.flip(img, axis=0 if img.ndim == 2 else -3)  # (H, W) or (..., H, W, C)
+
+
+class RandomVerticalFlip(T.RandomFlip):
+    """Detectron2's RandomFlip upside down with probability `prob`, flipping by NumPy."""
+
+    def __init__(self, prob: float = 0.5):
+        super().__init__(prob, horizontal=False, vertical=True)
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        transform = super().get_transform(image)  # the same random draw as RandomFlip's
+        return (
+            NumpyVFlipTransform(transform.height)
+            if isinstance(transform, T.VFlipTransform)
+            else transform
+        )
+
+
 def training_augmentations(cfg) -> List[T.Augmentation]:
     """
     The augmentations of a training image (or tile), in order: those of Detectron2's training
@@ -47,7 +75,7 @@ def training_augmentations(cfg) -> List[T.Augmentation]:
 
     - SCALE_JITTER (low, high): ResizeScale to a square of SCALE_JITTER_SIZE times a factor in
       [low, high], then FixedSizeCrop to that square, in place of ResizeShortestEdge;
-    - VERTICAL_FLIP: RandomFlip upside down, with probability 0.5;
+    - VERTICAL_FLIP: :class:`RandomVerticalFlip`, with probability 0.5;
     - ROTATE_90: RandomRotation by 0, 90, 180 or 270 degrees (with expand, so nothing is cut; for
       these angles Detectron2's RotationTransform moves pixels and box corners exactly);
     - BRIGHTNESS, CONTRAST, SATURATION (low, high): RandomBrightness, RandomContrast,
@@ -67,7 +95,7 @@ def training_augmentations(cfg) -> List[T.Augmentation]:
             T.FixedSizeCrop((size, size)),
         ]
     if keys.VERTICAL_FLIP:
-        augmentation.append(T.RandomFlip(horizontal=False, vertical=True))
+        augmentation.append(RandomVerticalFlip())
     if keys.ROTATE_90:
         augmentation.append(T.RandomRotation([0, 90, 180, 270], expand=True, sample_style="choice"))
     if keys.BRIGHTNESS:
