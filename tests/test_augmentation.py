@@ -285,7 +285,7 @@ def test_train_net_trains_with_every_augmentation_and_logs_them(tmp_path):
     assert (
         "Augmentations used in training: [ResizeScale(min_scale=0.1, max_scale=2.0, "
         "target_height=128, target_width=128), FixedSizeCrop(crop_size=(128, 128)), RandomFlip(), "
-        "RandomFlip(horizontal=False, vertical=True), RandomRotation(angle=[0, 90, 180, 270], "
+        "RandomVerticalFlip(), RandomRotation(angle=[0, 90, 180, 270], "
         "sample_style='choice'), RandomBrightness(intensity_min=0.8, intensity_max=1.2), "
         "RandomContrast(intensity_min=0, intensity_max=1), "
         "RandomSaturation(intensity_min=1.0, intensity_max=1.0, image_format='BGR')]"
