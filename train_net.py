@@ -24,9 +24,10 @@ from ltm_d2 import load_config
 from ltm_d2.checkpoint import SafeCheckpointer
 from ltm_d2.engine import Trainer
 from ltm_d2.engine.launch import DEFAULT_JOIN_TIMEOUT, launch, share_cpu_cores
+from ltm_d2.engine.logs import log_records_held
 from ltm_d2.engine.slurm import add_slurm_arguments, slurm_requested, submit
 from ltm_d2.errors import INTERRUPTED_EXIT, UserErrorTracebackFilter, debugging, run_main
-from ltm_d2.preflight import check_run
+from ltm_d2.preflight import check_output_dir, check_run
 
 
 def setup(args):
@@ -82,7 +83,12 @@ def start(args):
     """The checks that need no model, on this machine, then the workers, or the SLURM job that
     runs them (--slurm-nodes)."""
     slurm = slurm_requested(args)
-    cfg = load_config(args.config_file, args.opts)
+    # The log (OUTPUT_DIR/log.txt and the console) from here on, with what loading the config
+    # warned of (the datasets' class names), for the checks' warnings and progress.
+    with log_records_held("ltm_d2"):
+        cfg = load_config(args.config_file, args.opts)
+        check_output_dir(cfg.OUTPUT_DIR)
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=0, name="ltm_d2")
     check_run(cfg, not args.eval_only, args.resume)
     if slurm:
         job = submit(main, args, cfg)

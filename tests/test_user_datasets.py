@@ -12,7 +12,7 @@ from ltm_d2 import load_config
 from ltm_d2.data import DatasetError
 from ltm_d2.data.user_datasets import load_dataset
 
-from support import TINY_CONFIG
+from support import TINY_CONFIG, run
 from support.user_data import make_images, voc_xml, write_coco, write_csv, write_voc
 
 
@@ -347,6 +347,20 @@ def test_class_names_differing_only_in_case_are_warned_about(tmp_path, images, c
     cfg = cfg_for([f"csv:{path}"])
     assert list(cfg.DATASETS.CLASS_NAMES) == ["Disc", "disc", "rectangle"]
     assert "class names ['Disc', 'disc'] differ only in case" in caplog.text
+
+
+def test_the_warning_of_class_names_differing_in_case_is_in_the_runs_log_file(tmp_path, images):
+    path = write_csv(str(tmp_path), images)
+    with open(path, "a") as f:
+        f.write("images/train000.png,1,1,10,10,Disc\n")
+    out = str(tmp_path / "out")
+    printed = run(
+        *("DATASETS.TRAIN", f'("csv:{path}",)', "DATASETS.TEST", "()", "OUTPUT_DIR", out),
+        *("MODEL.RETINANET.NUM_CLASSES", "0", "SOLVER.MAX_ITER", "1", "SEED", "1"),
+    )
+    warning = "class names ['Disc', 'disc'] differ only in case"
+    assert printed.count(warning) == 1
+    assert open(os.path.join(out, "log.txt")).read().count(warning) == 1
 
 
 def test_voc_xml_files_in_subfolders_are_read(tmp_path, images):
