@@ -105,6 +105,9 @@ def interrupt_training(output_dir, *flags, ctrl_c_reaches):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # a process group of its own, as in a terminal
+        # SIGINT handled as in a terminal, even when the tests run as a background job of a
+        # shell without job control, which starts them with SIGINT ignored (inherited here).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 300
